@@ -1,0 +1,3 @@
+from fraudstream.cli import app
+
+app(prog_name="fraudstream")

@@ -1,0 +1,11 @@
+"""Errors of the I/O edge."""
+
+from fraudstream.errors import FraudstreamError
+
+
+class SinkFailed(FraudstreamError):
+    """Outputs could not be made durable (the broker did not acknowledge them in time)."""
+
+
+class SourceInvalid(FraudstreamError):
+    """An input file cannot be read as events."""

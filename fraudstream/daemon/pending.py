@@ -1,0 +1,173 @@
+"""Scored transactions waiting for their label: transaction id -> what was scored.
+
+Labels arrive days after the transaction (chargebacks), so the feature row the model scored
+is kept until its label joins it, or until it is older than the TTL in event time, or until
+the store is full (the oldest go first). Rows live in preallocated numpy arrays indexed by a
+slot, so a million waiting rows cost ~100 bytes each plus the row itself, not a Python
+object per number.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Joined:
+    """Rows whose label arrived: the inputs of one learning and metric update."""
+
+    ids: list[str]
+    X: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    times: np.ndarray
+    contexts: list[Any]
+
+
+class PendingStore:
+    """Bounded store with event-time TTL; ``pop_many`` joins labels to scored rows."""
+
+    def __init__(self, n_features: int, capacity: int = 2_000_000, ttl_seconds: float = 30 * 86_400):
+        self.n_features = n_features
+        self.capacity = capacity
+        self.ttl_seconds = ttl_seconds
+        self._reset()
+
+    def _reset(self, size: int = 4096) -> None:
+        size = min(size, self.capacity)
+        self.X = np.zeros((size, self.n_features), np.float32)
+        self.score = np.zeros(size, np.float32)
+        self.time = np.zeros(size, np.float64)
+        self.context: list[Any] = [None] * size
+        self.slot_of: dict[str, int] = {}
+        self.free: list[int] = list(range(size - 1, -1, -1))
+        self.order: deque[tuple[float, str, int]] = deque()  # insertion order, lazily cleaned
+        self.expired = 0
+        self.evicted = 0
+        self.duplicates = 0
+        self.now = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+    def __contains__(self, tx_id: str) -> bool:
+        return tx_id in self.slot_of
+
+    def _grow(self) -> None:
+        old = len(self.score)
+        new = min(self.capacity, old * 2)
+        self.X = np.concatenate([self.X, np.zeros((new - old, self.n_features), np.float32)])
+        self.score = np.concatenate([self.score, np.zeros(new - old, np.float32)])
+        self.time = np.concatenate([self.time, np.zeros(new - old, np.float64)])
+        self.context.extend([None] * (new - old))
+        self.free.extend(range(new - 1, old - 1, -1))
+
+    def _drop_oldest(self) -> None:
+        while self.order:
+            _, tx_id, slot = self.order.popleft()
+            if self.slot_of.get(tx_id) == slot:
+                del self.slot_of[tx_id]
+                self.context[slot] = None
+                self.free.append(slot)
+                return
+
+    def add_many(self, ids: list[str], X: np.ndarray, scores: np.ndarray, times: np.ndarray, contexts: list[Any]) -> None:
+        for i, tx_id in enumerate(ids):
+            if tx_id in self.slot_of:
+                self.duplicates += 1
+                continue
+            if not self.free:
+                if len(self.score) < self.capacity:
+                    self._grow()
+                else:
+                    self._drop_oldest()
+                    self.evicted += 1
+            slot = self.free.pop()
+            self.slot_of[tx_id] = slot
+            self.X[slot] = X[i]
+            self.score[slot] = scores[i]
+            self.time[slot] = times[i]
+            self.context[slot] = contexts[i]
+            self.order.append((float(times[i]), tx_id, slot))
+            if times[i] > self.now:
+                self.now = float(times[i])
+
+    def context_of(self, tx_id: str) -> Any | None:
+        slot = self.slot_of.get(tx_id)
+        return None if slot is None else self.context[slot]
+
+    def pop_many(self, ids: list[str], labels: list[int]) -> tuple[Joined, int]:
+        """Remove and return the rows these labels join; also how many found no row."""
+        slots, found_ids, found_labels = [], [], []
+        for tx_id, label in zip(ids, labels):
+            slot = self.slot_of.pop(tx_id, None)
+            if slot is None:
+                continue
+            slots.append(slot)
+            found_ids.append(tx_id)
+            found_labels.append(label)
+        idx = np.asarray(slots, np.int64)
+        joined = Joined(
+            ids=found_ids,
+            X=self.X[idx].copy(),
+            scores=self.score[idx].copy(),
+            labels=np.asarray(found_labels, np.float32),
+            times=self.time[idx].copy(),
+            contexts=[self.context[s] for s in slots],
+        )
+        for slot in slots:
+            self.context[slot] = None
+            self.free.append(slot)
+        return joined, len(ids) - len(found_ids)
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop rows older than the TTL at event time ``now`` (default: newest seen)."""
+        now = self.now if now is None else now
+        horizon = now - self.ttl_seconds
+        dropped = 0
+        while self.order and self.order[0][0] < horizon:
+            _, tx_id, slot = self.order.popleft()
+            if self.slot_of.get(tx_id) == slot:
+                del self.slot_of[tx_id]
+                self.context[slot] = None
+                self.free.append(slot)
+                dropped += 1
+        # joined rows leave stale entries behind; keep the deque from growing without bound
+        if len(self.order) > 2 * len(self.slot_of) + 4096:
+            self.order = deque(e for e in self.order if self.slot_of.get(e[1]) == e[2])
+        self.expired += dropped
+        return dropped
+
+    def state_dict(self) -> dict[str, Any]:
+        live = [(t, tx_id, slot) for t, tx_id, slot in self.order if self.slot_of.get(tx_id) == slot]
+        idx = np.asarray([slot for _, _, slot in live], np.int64)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "ids": [tx_id for _, tx_id, _ in live],
+            "X": self.X[idx],
+            "score": self.score[idx],
+            "time": self.time[idx],
+            "context": [self.context[s] for s in idx.tolist()],
+            "counters": {"expired": self.expired, "evicted": self.evicted, "duplicates": self.duplicates},
+            "now": self.now,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        n = len(state["ids"])
+        self._reset(size=max(4096, 1 << max(0, n - 1).bit_length()))
+        self.add_many(
+            list(state["ids"]),
+            np.asarray(state["X"], np.float32).reshape(n, self.n_features),
+            np.asarray(state["score"]),
+            np.asarray(state["time"]),
+            list(state["context"]),
+        )
+        counters = state["counters"]
+        self.expired, self.evicted, self.duplicates = counters["expired"], counters["evicted"], counters["duplicates"]
+        self.now = float(state["now"])

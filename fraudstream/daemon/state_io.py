@@ -1,0 +1,57 @@
+"""Write and read ``state_dict()`` trees without pickle: arrays to ``.npz``, the rest to JSON.
+
+A state tree is nested dicts and lists of JSON values and numpy arrays. Each array is
+stored in ``<name>.npz`` under its key path and replaced in ``<name>.json`` by a
+``{"__array__": "<path>"}`` marker, so a checkpoint never executes code when it is read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MARK = "__array__"
+
+
+def _split(node: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(node, np.ndarray):
+        arrays[path] = node
+        return {MARK: path}
+    if isinstance(node, dict):
+        return {str(k): _split(v, f"{path}.{k}" if path else str(k), arrays) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [_split(v, f"{path}.{i}", arrays) for i, v in enumerate(node)]
+    if isinstance(node, np.generic):
+        return node.item()
+    return node
+
+
+def _join(node: Any, arrays: Any) -> Any:
+    if isinstance(node, dict):
+        if set(node) == {MARK}:
+            return arrays[node[MARK]]
+        return {k: _join(v, arrays) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_join(v, arrays) for v in node]
+    return node
+
+
+def write_state(directory: Path, name: str, state: dict[str, Any]) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    tree = _split(state, "", arrays)
+    if arrays:
+        with open(directory / f"{name}.npz", "wb") as fh:
+            np.savez(fh, **arrays)
+    (directory / f"{name}.json").write_text(json.dumps(tree, allow_nan=True))
+
+
+def read_state(directory: Path, name: str) -> dict[str, Any]:
+    tree = json.loads((directory / f"{name}.json").read_text())
+    npz = directory / f"{name}.npz"
+    if not npz.exists():
+        return _join(tree, {})
+    with np.load(npz, allow_pickle=False) as arrays:
+        return _join(tree, {key: arrays[key] for key in arrays.files})

@@ -1,0 +1,100 @@
+"""Pending store (labels join scored rows) and replay reservoir."""
+
+import numpy as np
+
+from fraudstream.daemon.pending import PendingStore
+from fraudstream.daemon.state_io import read_state, write_state
+from fraudstream.models.online_trainer import OnlineTrainer, ReplayReservoir, id_digest
+
+
+def rows(n, d=3, start=0.0):
+    return np.arange(n * d, dtype=np.float32).reshape(n, d) + start
+
+
+def test_labels_join_rows_once_and_unmatched_are_counted():
+    store = PendingStore(3, capacity=100, ttl_seconds=1000)
+    store.add_many(["a", "b", "c"], rows(3), np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0]), [1, 2, 3])
+    joined, unmatched = store.pop_many(["b", "x", "b"], [1, 0, 1])
+    assert joined.ids == ["b"] and unmatched == 2
+    np.testing.assert_array_equal(joined.X[0], rows(3)[1])
+    assert joined.contexts == [2] and len(store) == 2
+
+
+def test_ttl_expires_old_rows_in_event_time():
+    store = PendingStore(3, capacity=100, ttl_seconds=10)
+    store.add_many(["a", "b"], rows(2), np.zeros(2), np.array([0.0, 5.0]), [None, None])
+    store.add_many(["c"], rows(1), np.zeros(1), np.array([12.0]), [None])
+    assert store.expire() == 1 and "a" not in store and store.expired == 1
+
+
+def test_capacity_evicts_oldest():
+    store = PendingStore(3, capacity=4, ttl_seconds=1e9)
+    ids = [f"t{i}" for i in range(6)]
+    store.add_many(ids, rows(6), np.zeros(6), np.arange(6.0), [None] * 6)
+    assert len(store) == 4 and "t0" not in store and "t1" not in store and store.evicted == 2
+
+
+def test_pending_state_round_trip(tmp_path):
+    store = PendingStore(3, capacity=100, ttl_seconds=1000)
+    store.add_many(["a", "b", "c"], rows(3), np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0]), [["c1"], None, ["c3"]])
+    store.pop_many(["b"], [1])
+    write_state(tmp_path, "pending", store.state_dict())
+    again = PendingStore(3, capacity=100, ttl_seconds=1000)
+    again.load_state_dict(read_state(tmp_path, "pending"))
+    joined, _ = again.pop_many(["c", "a"], [1, 0])
+    assert joined.ids == ["c", "a"] and joined.contexts == [["c3"], ["c1"]]
+    np.testing.assert_array_equal(joined.X, rows(3)[[2, 0]])
+
+
+def test_reservoir_keeps_fraud_share_and_samples_both_classes():
+    res = ReplayReservoir(size=100, n_features=3, fraud_share=0.5, seed=1)
+    y = np.zeros(10_000)
+    y[::100] = 1
+    res.add_many(rows(10_000), y)
+    assert res.filled == [50, 50]
+    _, ys = res.sample(2000)
+    assert 0.4 < ys.mean() < 0.6
+
+
+class CountingLearner:
+    """Records what it was taught; returns NaN loss when told to, like an exploding step."""
+
+    def __init__(self):
+        self.w = [np.zeros(2)]
+        self.seen = 0
+        self.explode = False
+
+    def learn_many(self, X, y, sample_weight=None):
+        self.seen += len(X)
+        if self.explode:
+            self.w = [np.full(2, np.nan)]
+            return float("nan")
+        self.w = [self.w[0] + 1]
+        return 0.5
+
+    def get_weights(self):
+        return [w.copy() for w in self.w]
+
+    def state_dict(self):
+        return {"w": self.get_weights()}
+
+    def load_state_dict(self, state):
+        self.w = [w.copy() for w in state["w"]]
+
+
+def test_trainer_minibatches_digest_and_guard():
+    learner = CountingLearner()
+    trainer = OnlineTrainer(learner, n_features=3, minibatch_size=4, replay_size=10, replay_ratio=1.0)
+    ids = [f"t{i}" for i in range(10)]
+    steps = trainer.add_many(rows(10), np.zeros(10), ids)
+    assert [s.accepted for s in steps] == [True, True] and trainer.buffered == 2
+    assert trainer.rows_learned == 8 and trainer.digest == id_digest(ids[:8])
+    learner.explode = True
+    steps = trainer.add_many(rows(2), np.ones(2), ["t10", "t11"])
+    assert [s.accepted for s in steps] == [False]
+    assert trainer.rejected_steps == 1 and trainer.rows_learned == 8
+    np.testing.assert_array_equal(learner.w[0], np.full(2, 2.0))  # rolled back
+
+
+def test_digest_is_order_independent():
+    assert id_digest(["a", "b", "c"]) == id_digest(["c", "a", "b"]) != id_digest(["a", "b"])
