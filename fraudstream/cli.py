@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -72,27 +73,190 @@ def config_check(file: Annotated[Path, typer.Argument(help="config file to valid
 
 
 @app.command()
-def simulate() -> None:
+def simulate(
+    days: Annotated[Optional[int], typer.Option(min=1, help="Days to simulate (config simulator.days).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Transactions file (.jsonl or .csv).")] = None,
+    labels_out: Annotated[
+        Optional[Path], typer.Option(help="Label events file (default <out>.labels.<suffix>).")
+    ] = None,
+    fmt: Annotated[
+        Optional[str], typer.Option("--format", help="jsonl or csv (default: from the suffix).")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, help="Random seed (config simulator.seed).")] = None,
+    customers: Annotated[Optional[int], typer.Option(min=1, help="Number of customers (config simulator.customers).")] = None,
+    terminals: Annotated[Optional[int], typer.Option(min=1, help="Number of terminals (config simulator.terminals).")] = None,
+    start_date: Annotated[
+        Optional[str], typer.Option(help="First day, YYYY-MM-DD (UTC) (config simulator.start_date).")
+    ] = None,
+    label_delay: Annotated[
+        Optional[str],
+        typer.Option(help="7d, 36h, uniform(2d,10d) or exponential(3d) (config simulator.label_delay)."),
+    ] = None,
+    inline_labels: Annotated[
+        Optional[bool],
+        typer.Option("--inline-labels/--no-inline-labels", help="Add a label field to transactions."),
+    ] = None,
+    label_events: Annotated[
+        Optional[bool],
+        typer.Option("--label-events/--no-label-events", help="Emit separate label events."),
+    ] = None,
+    drift_day: Annotated[
+        Optional[int],
+        typer.Option(min=0, help="Add the 'stealth' fraud-pattern change from this day (0-based)."),
+    ] = None,
+    config: ConfigOption = None,
+    kafka: Annotated[bool, typer.Option("--kafka", help="Produce to the configured Kafka topics.")] = False,
+    rate: Annotated[
+        float, typer.Option(min=0.0, help="With --kafka: transactions per second, 0 = as fast as possible.")
+    ] = 0.0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
+) -> None:
     """Simulate card transactions (and delayed labels) to a file or to Kafka."""
-    not_built("simulate")
+    from fraudstream.config.simulate import DriftChange
+    from fraudstream.simulate import (
+        infer_format,
+        labels_path_for,
+        produce,
+        simulate as run_simulation,
+        with_overrides,
+        write_labels,
+        write_transactions,
+    )
+
+    if out is None and not kafka:
+        fail("nothing to write to: give --out FILE, --kafka, or both")
+    settings = settings_from(config)
+    extra = [DriftChange(day=drift_day, name="--drift-day", preset="stealth")] if drift_day is not None else None
+    try:
+        sim_settings = with_overrides(
+            settings.simulator, extra_drift=extra, days=days, seed=seed, customers=customers,
+            terminals=terminals, start_date=start_date, label_delay=label_delay,
+            inline_labels=inline_labels, label_events=label_events,
+        )
+        if fmt is not None and fmt not in ("jsonl", "csv"):
+            fail(f"--format must be jsonl or csv, not {fmt!r}")
+        write_label_file = out is not None and (labels_out is not None or sim_settings.label_events)
+        if write_label_file:
+            labels_path = labels_out or labels_path_for(out)
+            labels_fmt = fmt if fmt is not None or labels_out is None else None
+            infer_format(labels_path, labels_fmt)
+        if out is not None:
+            infer_format(out, fmt)
+        with err.status(f"simulating {sim_settings.days} days ..."):
+            sim = run_simulation(sim_settings)
+        info = sim.summary()
+        scen = info["by_scenario"]
+        err.print(
+            f"simulated {info['transactions']:,} transactions over {info['days']} days "
+            f"(seed {info['seed']}): {info['frauds']:,} frauds ({100 * info['fraud_rate']:.2f}%; "
+            f"by scenario amount {scen[1]:,}, terminal {scen[2]:,}, customer {scen[3]:,})",
+            highlight=False,
+        )
+        if out is not None:
+            write_transactions(sim, out, fmt)
+            err.print(f"wrote transactions to {out}", highlight=False)
+            if write_label_file:
+                write_labels(sim, labels_path, labels_fmt)
+                err.print(
+                    f"wrote label events to {labels_path} (delay {sim_settings.label_delay.describe()})",
+                    highlight=False,
+                )
+        if kafka:
+            report = produce(sim, settings.kafka, rate=rate, progress=progress)
+            topics = settings.kafka.topics
+            err.print(
+                f"produced {report.transactions:,} transactions to '{topics.transactions}' and "
+                f"{report.labels:,} label events to '{topics.labels}' in {report.seconds:.1f} s "
+                f"({report.events_per_second:,.0f} events/s)",
+                highlight=False,
+            )
+    except FraudstreamError as exc:
+        fail(str(exc))
 
 
 @app.command()
-def features() -> None:
+def features(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Events: .csv, .jsonl or .parquet.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Feature table: .csv or .parquet.")],
+    config: ConfigOption = None,
+    drop_invalid: Annotated[
+        bool, typer.Option("--drop-invalid", help="Skip invalid rows (counted by reason) instead of stopping.")
+    ] = False,
+) -> None:
     """Write the feature table of a transaction file (the offline path)."""
-    not_built("features")
+    from fraudstream.features.offline import features_file
+
+    settings = settings_from(config)
+    try:
+        summary = features_file(data, out, settings.features, drop_invalid=drop_invalid)
+    except FraudstreamError as exc:
+        fail(str(exc))
+    err.print(
+        f"{summary['rows_out']} rows x {summary['n_features']} features -> {summary['out']} "
+        f"in {summary['seconds']} s",
+        highlight=False,
+    )
+    for reason, count in sorted(summary["dropped"].items()):
+        err.print(f"  dropped {count} row(s): {reason}", highlight=False)
 
 
 @app.command()
-def train() -> None:
+def train(
+    data: Annotated[Path, typer.Option("--data", "-d", help="events file (CSV, JSON Lines, Parquet) with labels")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="artifact directory to write")],
+    config: ConfigOption = None,
+    epochs: Annotated[Optional[int], typer.Option(help="override model.epochs")] = None,
+    train_days: Annotated[Optional[float], typer.Option(help="override model.split.train_days")] = None,
+    delay_days: Annotated[Optional[float], typer.Option(help="override model.split.delay_days")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="override model.seed")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing artifact")] = False,
+) -> None:
     """Train a model offline and save it as an artifact."""
-    not_built("train")
+    from fraudstream.models.commands import run_train, with_model_overrides
+
+    settings = settings_from(config)
+    try:
+        settings = with_model_overrides(
+            settings, epochs=epochs, seed=seed,
+            **{"split.train_days": train_days, "split.delay_days": delay_days},
+        )
+    except ValueError as exc:
+        fail(f"invalid option: {exc}")
+    try:
+        run_train(data, settings, out, force=force, console=err)
+    except FraudstreamError as exc:
+        fail(str(exc))
 
 
 @app.command()
-def tune() -> None:
-    """Tune hyperparameters (grid, random, Bayesian, Hyperband)."""
-    not_built("tune")
+def tune(
+    data: Annotated[Path, typer.Option("--data", "-d", help="events file (CSV, JSON Lines, Parquet) with labels")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for the search, leaderboard and best artifact")],
+    config: ConfigOption = None,
+    strategy: Annotated[
+        Optional[str], typer.Option(help="grid | random | bayesian | hyperband (default model.tuning.strategy)")
+    ] = None,
+    max_trials: Annotated[Optional[int], typer.Option(help="total trials, earlier runs included")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="override model.tuning.epochs (per trial)")] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="discard a previous search in OUT")] = False,
+) -> None:
+    """Tune hyperparameters (grid, random, Bayesian, Hyperband); rerun to resume."""
+    from fraudstream.models.commands import run_tune, with_model_overrides
+
+    if strategy is not None and strategy not in ("grid", "random", "bayesian", "hyperband"):
+        fail(f"--strategy must be grid, random, bayesian or hyperband, not {strategy!r}")
+    if max_trials is not None and max_trials < 1:
+        fail("--max-trials must be at least 1")
+    settings = settings_from(config)
+    try:
+        settings = with_model_overrides(settings, **{"tuning.epochs": epochs})
+    except ValueError as exc:
+        fail(f"invalid option: {exc}")
+    try:
+        run_tune(data, settings, out, strategy=strategy, max_trials=max_trials, restart=restart,
+                 console=err)
+    except FraudstreamError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -119,10 +283,65 @@ def demo() -> None:
     not_built("demo")
 
 
+CheckpointDir = Annotated[Optional[Path], typer.Option("--dir", help="checkpoint directory (default: config)")]
+
+
+def _checkpoint_store(directory: Path | None, config: Path | None):
+    from fraudstream.daemon.checkpoint import CheckpointStore
+
+    settings = settings_from(config)
+    return CheckpointStore(directory or settings.checkpoints.directory, settings.checkpoints.keep)
+
+
 @checkpoints_app.command("list")
-def checkpoints_list() -> None:
-    """List checkpoints, newest first."""
-    not_built("checkpoints list")
+def checkpoints_list(directory: CheckpointDir = None, config: ConfigOption = None) -> None:
+    """List checkpoints, newest first, each verified against its manifest."""
+    from rich.table import Table
+
+    table = Table("checkpoint", "created (UTC)", "model version", "rows learned", "reason", "valid")
+    for info in _checkpoint_store(directory, config).list():
+        meta = info.meta
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.created_at)) if info.valid else "-"
+        table.add_row(
+            info.name, created, str(meta.get("model_version", "-")), str(meta.get("rows_learned", "-")),
+            str(meta.get("reason", "-")), "yes" if info.valid else f"[red]no[/]: {info.problem}",
+        )
+    Console().print(table)
+
+
+@checkpoints_app.command("show")
+def checkpoints_show(
+    name: Annotated[Optional[str], typer.Argument(help="checkpoint name (default: newest valid)")] = None,
+    directory: CheckpointDir = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print one checkpoint's manifest metadata and files."""
+    from fraudstream.daemon.checkpoint import CheckpointCorrupt, verify_manifest
+
+    store = _checkpoint_store(directory, config)
+    if name is None:
+        info = store.latest_valid()
+        if info is None:
+            fail(f"no valid checkpoint in {store.directory}")
+        path = info.path
+    else:
+        path = store.directory / name
+    try:
+        manifest = verify_manifest(path)
+    except CheckpointCorrupt as exc:
+        fail(str(exc))
+    typer.echo(yaml.safe_dump({"checkpoint": path.name, **manifest}, sort_keys=False))
+
+
+@checkpoints_app.command("prune")
+def checkpoints_prune(
+    keep: Annotated[int, typer.Option(min=1, help="newest checkpoints to keep")] = 3,
+    directory: CheckpointDir = None,
+    config: ConfigOption = None,
+) -> None:
+    """Delete old checkpoints (the newest KEEP, the best and tagged ones stay)."""
+    removed = _checkpoint_store(directory, config).prune(keep)
+    typer.echo(f"removed {len(removed)} checkpoint(s)")
 
 
 @model_app.command("list")

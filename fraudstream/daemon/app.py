@@ -1,0 +1,156 @@
+"""The long-running Kafka daemon: poll, process, produce, checkpoint, resume, stop cleanly.
+
+One thread owns the loop. kafka-python runs rebalance callbacks on its I/O thread; they
+hand their work to a worker thread that takes the same lock as the loop, so a revocation
+checkpoints between two batches, never inside one.
+
+Order of a checkpoint (see :mod:`fraudstream.daemon.checkpoint`): flush the producer (scores
+and DLQ records of every processed input are acknowledged), write the state and offsets
+atomically, and only then commit the offsets to Kafka. A crash at any point replays the
+inputs after the last durable checkpoint: their scores may be produced twice, but their
+labels are learned exactly once, because the learner's state is rolled back with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from fraudstream.config import Settings
+from fraudstream.consumers.exceptions import SinkFailed
+from fraudstream.consumers.kafka import KafkaSink, KafkaSource
+from fraudstream.daemon.checkpoint import CheckpointStore
+from fraudstream.daemon.decode import LABEL, TX, Incoming
+from fraudstream.daemon.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    """``fraudstream run``: the Kafka loop around a :class:`Pipeline`."""
+
+    def __init__(self, settings: Settings, artifact: Path | None = None, monitor: Any = None):
+        self.settings = settings
+        self.store = CheckpointStore(settings.checkpoints.directory, settings.checkpoints.keep)
+        self.pipeline = Pipeline.restore_or_create(settings, self.store, artifact)
+        self.monitor = monitor
+        self.offsets: dict[tuple[str, int], int] = dict(self.pipeline.offsets)
+        self.stopping = threading.Event()
+        self.lock = threading.RLock()
+        self.assigned: set[tuple[str, int]] = set()
+        self.checkpoints_written = 0
+        self._steps_at_checkpoint = self.pipeline.trainer.steps
+        self._last_checkpoint = time.monotonic()
+        topics = settings.kafka.topics
+        self._kind_of = {topics.transactions: TX, topics.labels: LABEL}
+        self.source: KafkaSource | None = None
+        self.sink: KafkaSink | None = None
+
+    # -- rebalance hooks (worker thread) ----------------------------------------------------
+
+    def _on_revoked(self, partitions: list) -> None:
+        with self.lock:
+            log.info("partitions revoked: %s; checkpointing", sorted(map(tuple, partitions)))
+            self.checkpoint(reason="revoked")
+            self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def _on_assigned(self, partitions: list) -> None:
+        with self.lock:
+            for tp in partitions:
+                key = (tp.topic, tp.partition)
+                self.assigned.add(key)
+                if key in self.offsets:
+                    self.source.seek(tp.topic, tp.partition, self.offsets[key])
+                    log.info("assigned %s[%d]: seek to checkpointed offset %d", *key, self.offsets[key])
+                else:
+                    log.info("assigned %s[%d]: no checkpointed offset, using committed/reset", *key)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        def stop(signum, _frame):
+            log.info("signal %s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    def run(self, max_seconds: float | None = None) -> None:
+        """Run until SIGTERM/SIGINT (or ``max_seconds``); checkpoint and commit on the way out."""
+        if threading.current_thread() is threading.main_thread():
+            self._install_signals()
+        kafka = self.settings.kafka
+        self.sink = KafkaSink(kafka)
+        self.source = KafkaSource(
+            kafka, [kafka.topics.transactions, kafka.topics.labels], self._on_revoked, self._on_assigned
+        )
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        log.info("daemon started: model_version=%s, %d pending", self.pipeline.model_version, len(self.pipeline.pending))
+        try:
+            while not self.stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+                records = self.source.poll()
+                with self.lock:
+                    if records:
+                        self._process(records)
+                    if self._checkpoint_due():
+                        self.checkpoint(reason="interval")
+                if self.monitor is not None:
+                    self.monitor.on_idle(self)
+        finally:
+            with self.lock:
+                self.checkpoint(reason="stop")
+            self.source.close()
+            self.sink.close()
+            log.info("daemon stopped cleanly")
+
+    def _process(self, records: list) -> None:
+        batch = [
+            Incoming(self._kind_of[r.topic], r.value, r.topic, r.partition, r.offset, r.key)
+            for r in records
+        ]
+        out = self.pipeline.process(batch, received_at=time.time())
+        topics = self.settings.kafka.topics
+        for key, score in out.scores:
+            self.sink.send_json(topics.scores, score, key)
+        for dead in out.dlq:
+            self.sink.send_json(topics.dlq, dead)
+        for r in records:
+            self.offsets[(r.topic, r.partition)] = r.offset + 1
+        if self.monitor is not None:
+            self.monitor.on_batch(self, out)
+
+    def _checkpoint_due(self) -> bool:
+        cfg = self.settings.checkpoints
+        return (
+            self.pipeline.trainer.steps - self._steps_at_checkpoint >= cfg.every_steps
+            or time.monotonic() - self._last_checkpoint >= cfg.every_seconds
+        )
+
+    def checkpoint(self, reason: str) -> bool:
+        """Flush outputs, write state + offsets atomically, then commit offsets. Caller holds the lock."""
+        started = time.monotonic()
+        try:
+            self.sink.flush()  # outputs of every processed input are durable
+        except SinkFailed as exc:
+            log.warning("checkpoint (%s) postponed: %s", reason, exc)
+            if self.monitor is not None:
+                self.monitor.on_checkpoint_failed(self, exc)
+            return False
+        offsets = dict(self.offsets)
+        info = self.pipeline.save_checkpoint(self.store, offsets, reason=reason)
+        committed = self.source.commit(offsets)
+        self.checkpoints_written += 1
+        self._steps_at_checkpoint = self.pipeline.trainer.steps
+        self._last_checkpoint = time.monotonic()
+        log.info(
+            "checkpoint %s (%s): %d steps, %d rows learned, committed=%s, %.3fs",
+            info.name, reason, self.pipeline.trainer.steps, self.pipeline.trainer.rows_learned,
+            committed, time.monotonic() - started,
+        )
+        if self.monitor is not None:
+            self.monitor.on_checkpoint(self, info, time.monotonic() - started)
+        return True

@@ -1,0 +1,276 @@
+"""One batch through the whole loop, whatever the source: decode, featurise, score, join, learn.
+
+The Kafka daemon and the file replay both drive this class, so a backtest runs the code
+that runs in production. Steps of :meth:`Pipeline.process`:
+
+1. decode and validate every record; a bad one becomes a DLQ record with its reason;
+2. features in arrival order: runs of transactions go through the streaming path, label
+   events update the label windows as they come (so a label known before a transaction
+   counts for it, exactly as in the offline path);
+3. one forward pass scores every transaction of the batch;
+4. scored rows wait in the pending store; label events (and inline labels) join them;
+5. joined rows feed prequential metrics (score before learn), then the online trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fraudstream.config import Settings
+from fraudstream.daemon.checkpoint import CheckpointInfo, CheckpointStore
+from fraudstream.daemon.decode import LABEL, TX, Incoming, decode_json, dlq_record
+from fraudstream.daemon.pending import Joined, PendingStore
+from fraudstream.daemon.state_io import read_state, write_state
+from fraudstream.errors import EventInvalid
+from fraudstream.features import FeaturePipeline
+from fraudstream.models.online_trainer import OnlineTrainer, StepResult
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BatchOutput:
+    """What one batch produced, for the sink and for monitoring."""
+
+    scores: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
+    dlq: list[dict[str, Any]] = field(default_factory=list)
+    invalid: Counter = field(default_factory=Counter)
+    transactions: int = 0
+    labels: int = 0
+    unmatched_labels: int = 0
+    expired: int = 0
+    joined: Joined | None = None
+    steps: list[StepResult] = field(default_factory=list)
+    latest_event_time: float | None = None
+    seconds: float = 0.0
+
+
+def decide(scores: np.ndarray, review: float, block: float) -> list[str]:
+    return np.where(scores >= block, "block", np.where(scores >= review, "review", "approve")).tolist()
+
+
+def rfc3339(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_label(event: dict[str, Any], id_field: str, label_field: str) -> tuple[str, int]:
+    """A label event's transaction id and 0/1 label; ``EventInvalid`` naming the field."""
+    tx_id = event.get(id_field)
+    if tx_id is None:
+        raise EventInvalid("missing_field", "label event has no transaction id", id_field)
+    if isinstance(tx_id, bool) or not isinstance(tx_id, (str, int)) or tx_id == "":
+        raise EventInvalid("wrong_type", f"transaction id {tx_id!r:.40}", id_field)
+    label = event.get(label_field)
+    if label is None:
+        raise EventInvalid("missing_field", "label event has no label", label_field)
+    if isinstance(label, bool) or label not in (0, 1) or isinstance(label, str):
+        raise EventInvalid("bad_label", f"expected 0 or 1, got {label!r:.40}", label_field)
+    return str(tx_id), int(label)
+
+
+class Pipeline:
+    """The daemon's state and its per-batch step; see the module docstring for the order."""
+
+    def __init__(self, settings: Settings, features: FeaturePipeline, learner, origin: str = "fresh"):
+        self.settings = settings
+        self.features = features
+        self.learner = learner
+        self.origin = origin
+        training = settings.training
+        n = features.n_features
+        self.trainer = OnlineTrainer(
+            learner, n, training.minibatch_size, training.replay_size,
+            training.replay_ratio, training.replay_fraud_share, seed=settings.model.seed,
+        )
+        self.pending = PendingStore(n, training.pending_max, training.pending_ttl_days * 86_400)
+        self.offsets: dict[tuple[str, int], int] = {}
+        self.base_version = 0
+        self.extra_state: dict[str, dict[str, Any]] = {}  # monitoring state restored from a checkpoint
+        fields = features.spec.fields
+        self._id_field, self._label_field = fields.transaction_id, fields.label
+        self._max_bytes = settings.kafka.max_event_bytes
+        self._thresholds = settings.thresholds
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, settings: Settings, artifact: Path | None = None) -> Pipeline:
+        """A pipeline from an artifact, or a fresh model built from the config."""
+        from fraudstream.models.online import OnlineLearner
+
+        if artifact is not None:
+            from fraudstream.models.artifact import load_artifact
+
+            art = load_artifact(artifact)
+            pipe = cls(settings, art.feature_pipeline(), OnlineLearner(art.model, art.params), f"artifact {artifact}")
+            return pipe
+        from fraudstream.models.builder import build_model
+
+        spec = settings.features
+        if spec.normalizer.mode != "running":
+            # A fresh model has no training data to fit a scale on: learn it from the stream.
+            spec = spec.model_copy(update={"normalizer": spec.normalizer.model_copy(update={"mode": "running"})})
+        features = FeaturePipeline(spec)
+        model = build_model(settings.model, features.n_features, seed=settings.model.seed)
+        return cls(settings, features, OnlineLearner(model, settings.model), "fresh model")
+
+    @classmethod
+    def restore_or_create(cls, settings: Settings, store: CheckpointStore, artifact: Path | None = None) -> Pipeline:
+        """Resume from the newest valid checkpoint; without one, :meth:`create`."""
+        info = store.latest_valid()
+        if info is None:
+            log.info("no valid checkpoint in %s; starting from %s", store.directory, artifact or "a fresh model")
+            return cls.create(settings, artifact)
+        return cls.from_checkpoint(settings, info)
+
+    @classmethod
+    def from_checkpoint(cls, settings: Settings, info: CheckpointInfo) -> Pipeline:
+        import keras
+
+        from fraudstream.models.online import OnlineLearner
+
+        path = info.path
+        features = FeaturePipeline.from_state_dict(read_state(path, "features"))
+        model = keras.saving.load_model(path / "model.keras", safe_mode=True, compile=False)
+        learner = OnlineLearner(model, settings.model)
+        learner.load_state_dict(read_state(path, "learner"))
+        pipe = cls(settings, features, learner, f"checkpoint {path.name}")
+        pipe.trainer.load_state_dict(read_state(path, "trainer"))
+        pending = read_state(path, "pending")
+        from fraudstream.features import Transaction
+
+        pending["context"] = [Transaction(*c) for c in pending["context"]]
+        pipe.pending.load_state_dict(pending)
+        meta = info.meta
+        pipe.offsets = {(t, int(p)): int(o) for t, p, o in meta["offsets"]}
+        pipe.base_version = int(meta.get("base_version", 0))
+        for name in meta.get("extra_state", []):
+            pipe.extra_state[name] = read_state(path, name)
+        log.info(
+            "resumed from checkpoint %s: model_version=%s, %d rows learned, %d pending",
+            path.name, pipe.model_version, pipe.trainer.rows_learned, len(pipe.pending),
+        )
+        return pipe
+
+    @property
+    def model_version(self) -> int:
+        """Bumped by every accepted training step."""
+        return self.base_version + self.trainer.steps
+
+    # -- the step -------------------------------------------------------------------------
+
+    def process(self, batch: list[Incoming], received_at: float | None = None) -> BatchOutput:
+        started = time.monotonic()
+        out = BatchOutput()
+        items: list[Any] = []  # transactions and (transaction, label) in arrival order
+        txs, keys = [], []
+        joins_ids: list[str] = []
+        joins_labels: list[int] = []
+        in_batch: dict[str, Any] = {}
+        labelled: set[str] = set()
+        parse = self.features.parse
+        for record in batch:
+            try:
+                event = decode_json(record.value, self._max_bytes)
+                if record.kind == TX:
+                    tx = parse(event)
+                    txs.append(tx)
+                    keys.append(record.key)
+                    items.append(tx)
+                    in_batch[tx.transaction_id] = tx
+                    if tx.label is not None:  # an inline label is known with its transaction
+                        items.append((tx, tx.label))
+                        labelled.add(tx.transaction_id)
+                        joins_ids.append(tx.transaction_id)
+                        joins_labels.append(tx.label)
+                else:
+                    tx_id, label = parse_label(event, self._id_field, self._label_field)
+                    out.labels += 1
+                    tx = in_batch.get(tx_id) or self.pending.context_of(tx_id)
+                    if tx is not None and tx_id not in labelled:  # a repeated label counts once
+                        items.append((tx, label))
+                        labelled.add(tx_id)
+                    joins_ids.append(tx_id)
+                    joins_labels.append(label)
+            except EventInvalid as exc:
+                out.invalid[exc.reason] += 1
+                out.dlq.append(dlq_record(record, exc))
+        out.transactions = len(txs)
+        X_raw = self.features.replay_many(items) if items else None
+        if txs:
+            X = self.features.normalize(X_raw)
+            scores = self.learner.score_many(X)  # one forward pass for the whole batch
+            times = np.fromiter((tx.time_us for tx in txs), np.int64, len(txs)) / 1e6
+            ids = [tx.transaction_id for tx in txs]
+            scored_at = rfc3339(received_at if received_at is not None else time.time())
+            version = self.model_version
+            th = self._thresholds
+            for key, tx_id, score, decision in zip(keys, ids, scores.tolist(), decide(scores, th.review, th.block)):
+                out.scores.append((key, {
+                    "transaction_id": tx_id, "score": round(score, 6), "decision": decision,
+                    "model_version": version, "scored_at": scored_at,
+                }))
+            self.pending.add_many(ids, X, scores, times, txs)
+            out.latest_event_time = float(times.max())
+        if joins_ids:
+            joined, out.unmatched_labels = self.pending.pop_many(joins_ids, joins_labels)
+            out.joined = joined
+            if len(joined.ids) and self.settings.training.enabled:
+                out.steps = self.trainer.add_many(joined.X, joined.labels, joined.ids)
+        out.expired = self.pending.expire()
+        out.seconds = time.monotonic() - started
+        return out
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def save_checkpoint(
+        self,
+        store: CheckpointStore,
+        offsets: dict[tuple[str, int], int],
+        reason: str,
+        extra_state: dict[str, dict[str, Any]] | None = None,
+        score: float | None = None,
+        tags: list[str] | None = None,
+    ) -> CheckpointInfo:
+        """Write every part of the state and the offsets it covers as one checkpoint."""
+        extra_state = extra_state or {}
+
+        def write(tmp: Path) -> dict[str, Any]:
+            self.learner.model.save(tmp / "model.keras")
+            write_state(tmp, "learner", self.learner.state_dict())
+            write_state(tmp, "features", self.features.state_dict())
+            write_state(tmp, "trainer", self.trainer.state_dict())
+            pending = self.pending.state_dict()
+            pending["context"] = [list(tx) for tx in pending["context"]]
+            write_state(tmp, "pending", pending)
+            for name, state in extra_state.items():
+                write_state(tmp, name, state)
+            return {
+                "schema_version": SCHEMA_VERSION,
+                "reason": reason,
+                "origin": self.origin,
+                "model_version": self.model_version,
+                "base_version": self.base_version,
+                "steps": self.trainer.steps,
+                "rows_learned": self.trainer.rows_learned,
+                "learned_digest": str(self.trainer.digest),
+                "pending": len(self.pending),
+                "offsets": sorted([t, p, o] for (t, p), o in offsets.items()),
+                "extra_state": sorted(extra_state),
+                "score": score,
+                "tags": tags or [],
+            }
+
+        info = store.save(write)
+        self.offsets = dict(offsets)
+        return info
