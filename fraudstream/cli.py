@@ -259,16 +259,81 @@ def tune(
         fail(str(exc))
 
 
-@app.command()
-def run() -> None:
-    """Run the daemon: consume, score, learn from late labels, checkpoint."""
-    not_built("run")
+def setup_logging(level: str) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=level.upper(), format="%(name)s: %(message)s", datefmt="[%X]",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
+    )
+    for noisy in ("kafka", "absl", "tensorflow"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")]
+ArtifactOption = Annotated[
+    Optional[Path], typer.Option("--artifact", help="trained model artifact (used when no checkpoint exists)")
+]
 
 
 @app.command()
-def replay() -> None:
-    """Run the daemon's loop over files, as fast as possible, for backtests."""
-    not_built("replay")
+def run(
+    config: ConfigOption = None,
+    artifact: ArtifactOption = None,
+    max_seconds: Annotated[Optional[float], typer.Option(help="stop after this long (default: run until signalled)")] = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the daemon: consume, score, learn from late labels, checkpoint. SIGTERM/SIGINT stop it cleanly."""
+    setup_logging(log_level)
+    settings = settings_from(config)
+    from fraudstream.daemon.app import Daemon
+    from fraudstream.monitoring.daemon_monitor import build_monitor
+
+    try:
+        daemon = Daemon(settings, artifact, monitor=build_monitor(settings))
+        daemon.run(max_seconds=max_seconds)
+    except FraudstreamError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def replay(
+    data: Annotated[Path, typer.Option("--data", help="transactions: CSV, JSON Lines or Parquet")],
+    out: Annotated[Path, typer.Option("--out", help="directory for scores.csv and the report")],
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="label events file")] = None,
+    label_delay: Annotated[str, typer.Option(help="derive label events from the inline label column, this much later (e.g. 7d)")] = "7d",
+    config: ConfigOption = None,
+    artifact: ArtifactOption = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Run the daemon's loop over files, as fast as possible, for backtests (prequential report)."""
+    setup_logging(log_level)
+    settings = settings_from(config)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from fraudstream.daemon.replay import run_replay, write_report
+
+    with Progress(
+        TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(), console=err, transient=False,
+    ) as progress:
+        task = progress.add_task("replay", total=None, info="")
+
+        def on_batch(done: int, total: int, pipeline) -> None:
+            progress.update(task, completed=done, total=total,
+                            info=f"steps {pipeline.trainer.steps}, learned {pipeline.trainer.rows_learned}")
+
+        try:
+            result, _ = run_replay(settings, data, labels, label_delay, artifact, on_batch)
+        except FraudstreamError as exc:
+            fail(str(exc))
+    report = write_report(result, out)
+    for name in ("overall", "last_28_days"):
+        m = report[name]
+        typer.echo(f"{name}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
+    typer.echo(f"wrote {out}/scores.csv, report.json, report.md, rolling_ap.png")
 
 
 @app.command()

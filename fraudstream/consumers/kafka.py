@@ -7,14 +7,15 @@ checkpoint is durable.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import threading
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from fraudstream.config import KafkaSettings
@@ -46,19 +47,40 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
-    """Runs the daemon's (blocking) hooks in a worker thread so heartbeats keep flowing."""
+    """Runs the daemon's blocking hooks in a worker thread so heartbeats keep flowing.
+
+    kafka-python calls rebalance listeners on its own I/O loop (not asyncio); a listener
+    may await a ``kafka.future.Future``, which the worker resolves through the loop's
+    ``call_soon_threadsafe`` once the hook returns.
+    """
 
     def __init__(self, on_revoked: Callable[[list], None], on_assigned: Callable[[list], None]):
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
+        self.net = None  # the consumer's I/O loop, set once the consumer exists
+
+    async def _in_worker(self, hook: Callable[[list], None], partitions: list) -> None:
+        done = Future()
+        net = self.net
+
+        def work() -> None:
+            try:
+                hook(partitions)
+            except BaseException as exc:  # handed to the I/O loop, which logs it
+                net.call_soon_threadsafe(lambda: done.failure(exc))
+            else:
+                net.call_soon_threadsafe(lambda: done.success(None))
+
+        threading.Thread(target=work, name="fraudstream-rebalance", daemon=True).start()
+        await done
 
     async def on_partitions_revoked(self, revoked):
         if revoked:
-            await asyncio.get_running_loop().run_in_executor(None, self._on_revoked, list(revoked))
+            await self._in_worker(self._on_revoked, list(revoked))
 
     async def on_partitions_assigned(self, assigned):
         if assigned:
-            await asyncio.get_running_loop().run_in_executor(None, self._on_assigned, list(assigned))
+            await self._in_worker(self._on_assigned, list(assigned))
 
 
 class KafkaSource:
@@ -82,7 +104,9 @@ class KafkaSource:
             max_partition_fetch_bytes=max(1 << 20, kafka.max_event_bytes * 4),
             **client_options(kafka),
         )
-        self.consumer.subscribe(list(topics), listener=_Rebalance(on_revoked, on_assigned))
+        listener = _Rebalance(on_revoked, on_assigned)
+        listener.net = self.consumer._net  # noqa: SLF001 - the loop that runs the listener
+        self.consumer.subscribe(list(topics), listener=listener)
 
     def poll(self, timeout_ms: int | None = None) -> list:
         """Records of one poll, in partition order (each partition's records in offset order)."""

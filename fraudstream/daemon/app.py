@@ -48,11 +48,14 @@ class Daemon:
         topics = settings.kafka.topics
         self._kind_of = {topics.transactions: TX, topics.labels: LABEL}
         self.source: KafkaSource | None = None
+        self.closing = False
         self.sink: KafkaSink | None = None
 
     # -- rebalance hooks (worker thread) ----------------------------------------------------
 
     def _on_revoked(self, partitions: list) -> None:
+        if self.closing:
+            return  # the stop checkpoint already covers these partitions
         with self.lock:
             log.info("partitions revoked: %s; checkpointing", sorted(map(tuple, partitions)))
             self.checkpoint(reason="revoked")
@@ -103,6 +106,7 @@ class Daemon:
         finally:
             with self.lock:
                 self.checkpoint(reason="stop")
+                self.closing = True
             self.source.close()
             self.sink.close()
             log.info("daemon stopped cleanly")
@@ -125,6 +129,8 @@ class Daemon:
 
     def _checkpoint_due(self) -> bool:
         cfg = self.settings.checkpoints
+        if self.offsets == self.pipeline.offsets:
+            return False  # nothing consumed since the last checkpoint
         return (
             self.pipeline.trainer.steps - self._steps_at_checkpoint >= cfg.every_steps
             or time.monotonic() - self._last_checkpoint >= cfg.every_seconds

@@ -171,3 +171,59 @@ class PendingStore:
         counters = state["counters"]
         self.expired, self.evicted, self.duplicates = counters["expired"], counters["evicted"], counters["duplicates"]
         self.now = float(state["now"])
+
+
+class EarlyLabels:
+    """Labels that arrived before their transaction was scored, waiting for it.
+
+    Kafka gives no order across topics: catching up on a backlog, the consumer can read a
+    label before the transaction it belongs to. Such a label waits here (bounded, oldest
+    dropped first) and joins the transaction when it is scored. A label still waiting after
+    ``ttl_seconds`` of event time, or pushed out by newer ones, is counted as unmatched:
+    a duplicate label, or one whose transaction never came.
+    """
+
+    def __init__(self, capacity: int = 1_000_000, ttl_seconds: float = 30 * 86_400):
+        self.capacity = capacity
+        self.ttl_seconds = ttl_seconds
+        self.waiting: dict[str, tuple[int, float]] = {}  # insertion-ordered
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def add(self, tx_id: str, label: int, now: float) -> None:
+        self.waiting.pop(tx_id, None)
+        self.waiting[tx_id] = (label, now if now > float("-inf") else float("inf"))
+        if len(self.waiting) > self.capacity:
+            del self.waiting[next(iter(self.waiting))]
+            self.dropped += 1
+
+    def pop(self, tx_id: str) -> int | None:
+        found = self.waiting.pop(tx_id, None) if self.waiting else None
+        return None if found is None else found[0]
+
+    def expire(self, now: float) -> int:
+        horizon = now - self.ttl_seconds
+        stale = 0
+        while self.waiting:  # arrival order is event-time order: stop at the first fresh one
+            key = next(iter(self.waiting))
+            if not self.waiting[key][1] < horizon:  # NaN/-inf arrival times never count as stale
+                break
+            del self.waiting[key]
+            stale += 1
+        self.dropped += stale
+        return stale
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "ids": list(self.waiting),
+            "labels": [v[0] for v in self.waiting.values()],
+            "times": [v[1] for v in self.waiting.values()],
+            "dropped": self.dropped,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.waiting = {k: (int(y), float(t)) for k, y, t in zip(state["ids"], state["labels"], state["times"])}
+        self.dropped = int(state["dropped"])

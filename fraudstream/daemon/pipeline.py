@@ -27,7 +27,7 @@ import numpy as np
 from fraudstream.config import Settings
 from fraudstream.daemon.checkpoint import CheckpointInfo, CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming, decode_json, dlq_record
-from fraudstream.daemon.pending import Joined, PendingStore
+from fraudstream.daemon.pending import EarlyLabels, Joined, PendingStore
 from fraudstream.daemon.state_io import read_state, write_state
 from fraudstream.errors import EventInvalid
 from fraudstream.features import FeaturePipeline
@@ -63,8 +63,9 @@ def rfc3339(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_label(event: dict[str, Any], id_field: str, label_field: str) -> tuple[str, int]:
-    """A label event's transaction id and 0/1 label; ``EventInvalid`` naming the field."""
+def parse_label(event: dict[str, Any], id_field: str, label_field: str, time_field: str) -> tuple[str, int, float]:
+    """A label event's transaction id, 0/1 label and time (epoch seconds, NaN when absent);
+    ``EventInvalid`` naming the field."""
     tx_id = event.get(id_field)
     if tx_id is None:
         raise EventInvalid("missing_field", "label event has no transaction id", id_field)
@@ -73,9 +74,22 @@ def parse_label(event: dict[str, Any], id_field: str, label_field: str) -> tuple
     label = event.get(label_field)
     if label is None:
         raise EventInvalid("missing_field", "label event has no label", label_field)
-    if isinstance(label, bool) or label not in (0, 1) or isinstance(label, str):
+    if isinstance(label, bool) or isinstance(label, str) or label not in (0, 1):
         raise EventInvalid("bad_label", f"expected 0 or 1, got {label!r:.40}", label_field)
-    return str(tx_id), int(label)
+    when = event.get(time_field)
+    if when is None:
+        return str(tx_id), int(label), float("nan")
+    try:
+        if isinstance(when, str):
+            stamp = datetime.fromisoformat(when)
+            seconds = (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
+        elif isinstance(when, (int, float)) and not isinstance(when, bool):
+            seconds = float(when)
+        else:
+            raise ValueError(type(when).__name__)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise EventInvalid("bad_timestamp", f"{when!r:.40}: {exc}", time_field) from exc
+    return str(tx_id), int(label), seconds
 
 
 class Pipeline:
@@ -93,11 +107,12 @@ class Pipeline:
             training.replay_ratio, training.replay_fraud_share, seed=settings.model.seed,
         )
         self.pending = PendingStore(n, training.pending_max, training.pending_ttl_days * 86_400)
+        self.early = EarlyLabels(training.pending_max, training.pending_ttl_days * 86_400)
         self.offsets: dict[tuple[str, int], int] = {}
         self.base_version = 0
         self.extra_state: dict[str, dict[str, Any]] = {}  # monitoring state restored from a checkpoint
         fields = features.spec.fields
-        self._id_field, self._label_field = fields.transaction_id, fields.label
+        self._id_field, self._label_field, self._time_field = fields.transaction_id, fields.label, fields.timestamp
         self._max_bytes = settings.kafka.max_event_bytes
         self._thresholds = settings.thresholds
 
@@ -151,6 +166,7 @@ class Pipeline:
 
         pending["context"] = [Transaction(*c) for c in pending["context"]]
         pipe.pending.load_state_dict(pending)
+        pipe.early.load_state_dict(read_state(path, "early_labels"))
         meta = info.meta
         pipe.offsets = {(t, int(p)): int(o) for t, p, o in meta["offsets"]}
         pipe.base_version = int(meta.get("base_version", 0))
@@ -188,16 +204,22 @@ class Pipeline:
                     keys.append(record.key)
                     items.append(tx)
                     in_batch[tx.transaction_id] = tx
-                    if tx.label is not None:  # an inline label is known with its transaction
-                        items.append((tx, tx.label))
+                    # an inline label is known with its transaction; so is one that came early
+                    label = tx.label if tx.label is not None else self.early.pop(tx.transaction_id)
+                    if label is not None:
+                        items.append((tx, label))
                         labelled.add(tx.transaction_id)
                         joins_ids.append(tx.transaction_id)
-                        joins_labels.append(tx.label)
+                        joins_labels.append(label)
                 else:
-                    tx_id, label = parse_label(event, self._id_field, self._label_field)
+                    tx_id, label, label_time = parse_label(event, self._id_field, self._label_field, self._time_field)
                     out.labels += 1
                     tx = in_batch.get(tx_id) or self.pending.context_of(tx_id)
-                    if tx is not None and tx_id not in labelled:  # a repeated label counts once
+                    if tx is None:
+                        # wait until event time has passed the label's own time by the TTL
+                        self.early.add(tx_id, label, max(label_time, self.pending.now) if label_time == label_time else self.pending.now)
+                        continue
+                    if tx_id not in labelled:  # a repeated label counts once
                         items.append((tx, label))
                         labelled.add(tx_id)
                     joins_ids.append(tx_id)
@@ -228,6 +250,7 @@ class Pipeline:
             if len(joined.ids) and self.settings.training.enabled:
                 out.steps = self.trainer.add_many(joined.X, joined.labels, joined.ids)
         out.expired = self.pending.expire()
+        out.unmatched_labels += self.early.expire(self.pending.now)
         out.seconds = time.monotonic() - started
         return out
 
@@ -253,6 +276,7 @@ class Pipeline:
             pending = self.pending.state_dict()
             pending["context"] = [list(tx) for tx in pending["context"]]
             write_state(tmp, "pending", pending)
+            write_state(tmp, "early_labels", self.early.state_dict())
             for name, state in extra_state.items():
                 write_state(tmp, name, state)
             return {
@@ -265,6 +289,7 @@ class Pipeline:
                 "rows_learned": self.trainer.rows_learned,
                 "learned_digest": str(self.trainer.digest),
                 "pending": len(self.pending),
+                "early_labels": len(self.early),
                 "offsets": sorted([t, p, o] for (t, p), o in offsets.items()),
                 "extra_state": sorted(extra_state),
                 "score": score,
