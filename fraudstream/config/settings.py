@@ -111,6 +111,9 @@ class MonitoringSettings(Section):
     drift_page_hinkley_threshold: float = Field(50.0, gt=0.0, description="lambda, score mean")
     drift_page_hinkley_min_instances: int = Field(1_000, ge=1)
     drift_page_hinkley_delta: float = Field(0.005, ge=0.0)
+    drift_page_hinkley_alpha: float = Field(
+        1.0, gt=0.0, le=1.0, description="1 = classic test; <1 forgets, false alarms on skew"
+    )
     drift_psi_bins: int = Field(10, ge=2, le=100, description="reference quantile bins")
     drift_psi_threshold: float = Field(0.25, gt=0.0, description="PSI above this is a drift")
     drift_psi_window: int = Field(5_000, ge=100, description="scored rows per PSI evaluation")

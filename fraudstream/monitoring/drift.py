@@ -1,0 +1,498 @@
+"""Drift detection: is the stream, or the model's fit to it, changing?
+
+Three signals, each watched by a standard detector (river's, not re-implemented here):
+
+* **concept drift**: ADWIN on the per-transaction log loss of labelled rows (score taken
+  before learning). The loss rises when the relation between features and fraud changes.
+* **prediction drift**: Page-Hinkley on the stream of scores. The score mean moves when the
+  inputs or the model move, and it is seen at scoring time, days before labels arrive.
+* **feature drift**: the population stability index (PSI) of each feature against a
+  reference histogram made from the training data (:func:`reference_from`, stored in the
+  model artifact), evaluated every ``drift_psi_window`` scored rows.
+
+The monitor returns every detection with the configured action (``none``, ``checkpoint``
+or ``adapt``); carrying it out is the daemon's job, training policy is not decided here.
+
+Detector state is saved as plain data: Page-Hinkley's fields are numbers, and ADWIN's window
+lives in river's Rust helper, whose ``__getstate__`` gives a compact binary image of its
+buckets (plain numbers, no code) that is stored base64-encoded. That image is only read
+back by the same river version; another version starts the detectors afresh with a warning
+(losing drift history costs a little detection delay, never correctness).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from river import drift as river_drift
+
+from fraudstream.config.settings import MonitoringSettings
+from fraudstream.monitoring.exceptions import MonitoringStateInvalid, ReferenceInvalid
+from fraudstream.monitoring.prequential import to_unix_seconds
+from fraudstream.monitoring.loss import log_loss_each
+
+if TYPE_CHECKING:
+    from fraudstream.monitoring.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+REFERENCE_SCHEMA_VERSION = 1
+PSI_EPS = 1e-4  # floor for empty bins, so one empty bin does not make PSI infinite
+
+Action = Literal["none", "checkpoint", "adapt"]
+
+
+# --- detections ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One drift detection.
+
+    ``detector`` is ``adwin``, ``page_hinkley`` or ``psi``; ``signal`` what it watched
+    (``log_loss``, ``score_mean``, ``feature_distribution``); ``event_time`` the Unix time
+    of the row that triggered it (the last row of the window for PSI); ``values`` the
+    detector's figures at that moment.
+    """
+
+    detector: str
+    signal: str
+    event_time: float | None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector,
+            "signal": self.signal,
+            "event_time": self.event_time,
+            "values": self.values,
+        }
+
+
+@dataclass(frozen=True)
+class AdaptPlan:
+    """How to train for a while after a drift: faster, and mostly on recent rows."""
+
+    lr_multiplier: float
+    recent_share: float
+    steps: int
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Detections of one update and the action the daemon should take.
+
+    ``action`` is ``none`` unless a detector listed in ``drift_action_detectors`` fired;
+    ``adapt`` carries the parameters when the action is ``adapt``.
+    """
+
+    detections: list[Detection] = field(default_factory=list)
+    action: Action = "none"
+    adapt: AdaptPlan | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.detections)
+
+
+# --- PSI ---------------------------------------------------------------------------------------
+
+
+def reference_from(X, bins: int = 10, names: list[str] | None = None) -> dict[str, Any]:
+    """Reference histogram of each column of ``X`` for PSI, as JSON-ready data.
+
+    Bin edges are the column's inner quantiles (duplicates merged, so a binary feature gets
+    two bins, not ten); bins are right-closed: ``(-inf, e1], (e1, e2], ..., (ek, inf)``.
+    Non-finite values are ignored. The trainer stores the result in the model artifact.
+
+    >>> import numpy as np
+    >>> ref = reference_from(np.arange(1000.0).reshape(-1, 1), bins=4, names=["amount"])
+    >>> ref["features"][0]["edges"], ref["features"][0]["proportions"]
+    ([249.75, 499.5, 749.25], [0.25, 0.25, 0.25, 0.25])
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ReferenceInvalid(f"reference needs a 2-D matrix, got shape {X.shape}")
+    if bins < 2:
+        raise ReferenceInvalid("bins must be at least 2")
+    names = list(names) if names is not None else [f"f{i}" for i in range(X.shape[1])]
+    if len(names) != X.shape[1]:
+        raise ReferenceInvalid(f"{len(names)} names for {X.shape[1]} columns")
+    quantiles = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+    features = []
+    for j, name in enumerate(names):
+        col = X[:, j]
+        col = col[np.isfinite(col)]
+        if col.size == 0:
+            raise ReferenceInvalid(f"feature {name!r} has no finite value")
+        edges = np.unique(np.quantile(col, quantiles))
+        counts = np.bincount(np.searchsorted(edges, col, side="left"), minlength=edges.size + 1)
+        features.append(
+            {
+                "name": name,
+                "edges": edges.tolist(),
+                "proportions": (counts / col.size).tolist(),
+            }
+        )
+    return {
+        "schema_version": REFERENCE_SCHEMA_VERSION,
+        "bins": bins,
+        "rows": int(X.shape[0]),
+        "features": features,
+    }
+
+
+def _check_reference(reference: dict[str, Any]) -> None:
+    if reference.get("schema_version") != REFERENCE_SCHEMA_VERSION:
+        raise ReferenceInvalid(f"reference schema {reference.get('schema_version')!r}")
+    for feature in reference.get("features", []):
+        if len(feature["proportions"]) != len(feature["edges"]) + 1:
+            raise ReferenceInvalid(f"feature {feature.get('name')!r}: bins and edges disagree")
+
+
+def _bin_counts(reference: dict[str, Any], X: np.ndarray) -> list[np.ndarray]:
+    X = np.asarray(X, dtype=np.float64)
+    features = reference["features"]
+    if X.ndim != 2 or X.shape[1] != len(features):
+        raise ReferenceInvalid(
+            f"rows have shape {X.shape}, reference has {len(features)} features"
+        )
+    counts = []
+    for j, feature in enumerate(features):
+        edges = np.asarray(feature["edges"], np.float64)
+        col = X[:, j]
+        col = col[np.isfinite(col)]
+        counts.append(np.bincount(np.searchsorted(edges, col, side="left"),
+                                  minlength=edges.size + 1))
+    return counts
+
+
+def _psi_from_counts(reference: dict[str, Any], counts: list[np.ndarray]) -> np.ndarray:
+    out = np.zeros(len(counts))
+    for j, (feature, c) in enumerate(zip(reference["features"], counts)):
+        total = c.sum()
+        if total == 0:
+            out[j] = math.nan
+            continue
+        expected = np.maximum(np.asarray(feature["proportions"], np.float64), PSI_EPS)
+        actual = np.maximum(c / total, PSI_EPS)
+        out[j] = float(np.sum((actual - expected) * np.log(actual / expected)))
+    return out
+
+
+def psi(reference: dict[str, Any], X) -> np.ndarray:
+    """PSI of each column of ``X`` against ``reference``: ``sum((a - e) * ln(a / e))``.
+
+    Bin shares are floored at 1e-4. Rule of thumb: below 0.1 stable, 0.1-0.25 moderate,
+    above 0.25 a significant shift.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> ref = reference_from(rng.normal(size=(5000, 1)))
+    >>> bool(psi(ref, rng.normal(size=(5000, 1)))[0] < 0.1)
+    True
+    >>> bool(psi(ref, rng.normal(1.0, 1.0, size=(5000, 1)))[0] > 0.25)
+    True
+    """
+    _check_reference(reference)
+    return _psi_from_counts(reference, _bin_counts(reference, X))
+
+
+def _reference_digest(reference: dict[str, Any] | None) -> str | None:
+    if reference is None:
+        return None
+    blob = json.dumps(reference, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+# --- detector state ------------------------------------------------------------------------------
+
+
+def _river_version() -> str:
+    return metadata.version("river")
+
+
+def _adwin_state(detector: river_drift.ADWIN) -> dict[str, Any]:
+    return {
+        "delta": detector.delta,
+        "drift_detected": bool(detector.drift_detected),
+        "window": base64.b64encode(detector._helper.__getstate__()).decode("ascii"),
+    }
+
+
+def _load_adwin(detector: river_drift.ADWIN, state: dict[str, Any]) -> None:
+    detector._helper.__setstate__(base64.b64decode(state["window"]))
+    detector._drift_detected = bool(state["drift_detected"])
+
+
+def _float_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _page_hinkley_state(detector: river_drift.PageHinkley) -> dict[str, Any]:
+    return {
+        "threshold": detector.threshold,
+        "min_instances": detector.min_instances,
+        "delta": detector.delta,
+        "alpha": detector.alpha,
+        "drift_detected": bool(detector.drift_detected),
+        "n": detector._x_mean.n,
+        "mean": detector._x_mean._mean,
+        "sum_increase": detector._sum_increase,
+        "sum_decrease": detector._sum_decrease,
+        "min_increase": _float_or_none(detector._min_increase),
+        "max_decrease": _float_or_none(detector._max_decrease),
+    }
+
+
+def _load_page_hinkley(detector: river_drift.PageHinkley, state: dict[str, Any]) -> None:
+    detector._x_mean.n = float(state["n"])
+    detector._x_mean._mean = float(state["mean"])
+    detector._sum_increase = float(state["sum_increase"])
+    detector._sum_decrease = float(state["sum_decrease"])
+    detector._min_increase = (
+        math.inf if state["min_increase"] is None else float(state["min_increase"])
+    )
+    detector._max_decrease = (
+        -math.inf if state["max_decrease"] is None else float(state["max_decrease"])
+    )
+    detector._drift_detected = bool(state["drift_detected"])
+
+
+# --- the monitor --------------------------------------------------------------------------------
+
+
+class DriftMonitor:
+    """ADWIN on log loss, Page-Hinkley on scores, PSI on features; thresholds from config.
+
+    ``reference`` (from :func:`reference_from`) enables PSI; ``metrics`` (optional) counts
+    detections and exports PSI per feature.
+
+    >>> import numpy as np
+    >>> monitor = DriftMonitor(MonitoringSettings(drift_page_hinkley_min_instances=100))
+    >>> t = np.arange(4000.0)
+    >>> scores = np.r_[np.full(2000, 0.02), np.full(2000, 0.3)]
+    >>> report = monitor.update_scored_many(scores, t)
+    >>> [(d.detector, d.event_time >= 2000.0) for d in report.detections], report.action
+    ([('page_hinkley', True)], 'checkpoint')
+    """
+
+    def __init__(
+        self,
+        settings: MonitoringSettings | None = None,
+        reference: dict[str, Any] | None = None,
+        metrics: Metrics | None = None,
+    ):
+        self.settings = settings if settings is not None else MonitoringSettings()
+        self.metrics = metrics
+        self.reference: dict[str, Any] | None = None
+        self._reset()
+        if reference is not None:
+            self.set_reference(reference)
+
+    def _new_adwin(self) -> river_drift.ADWIN:
+        return river_drift.ADWIN(delta=self.settings.drift_adwin_delta)
+
+    def _new_page_hinkley(self) -> river_drift.PageHinkley:
+        s = self.settings
+        return river_drift.PageHinkley(
+            min_instances=s.drift_page_hinkley_min_instances,
+            delta=s.drift_page_hinkley_delta,
+            threshold=s.drift_page_hinkley_threshold,
+            alpha=s.drift_page_hinkley_alpha,
+        )
+
+    def _reset(self) -> None:
+        self.adwin = self._new_adwin()
+        self.page_hinkley = self._new_page_hinkley()
+        self._reset_psi()
+
+    def _reset_psi(self) -> None:
+        features = self.reference["features"] if self.reference else []
+        self._psi_counts = [np.zeros(len(f["edges"]) + 1, np.int64) for f in features]
+        self._psi_rows = 0
+        self.last_psi: dict[str, float] = {}
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f["name"] for f in self.reference["features"]] if self.reference else []
+
+    def set_reference(self, reference: dict[str, Any] | None) -> None:
+        """Use a new reference (a new model version); PSI counting starts over."""
+        if reference is not None:
+            _check_reference(reference)
+        self.reference = reference
+        self._reset_psi()
+
+    # --- updates -------------------------------------------------------------------------
+
+    def update_labelled_many(self, scores, labels, event_times) -> DriftReport:
+        """Feed labelled rows (score before learning, label, event time) to ADWIN."""
+        losses = log_loss_each(labels, scores)
+        times = to_unix_seconds(event_times).ravel()
+        if times.size != losses.size:
+            raise ValueError("scores, labels and event_times differ in length")
+        finite = np.isfinite(losses)
+        if not finite.all():  # one NaN would poison ADWIN's window for good
+            losses, times = losses[finite], times[finite]
+        found = []
+        adwin = self.adwin
+        for i, loss in enumerate(losses.tolist()):
+            adwin.update(loss)
+            if adwin.drift_detected:
+                found.append(Detection(
+                    "adwin", "log_loss", float(times[i]),
+                    {"loss": loss, "window_mean": adwin.estimation, "window_width": adwin.width},
+                ))
+        return self._report(found)
+
+    def update_scored_many(self, scores, event_times, X=None) -> DriftReport:
+        """Feed scored rows to Page-Hinkley and, with a reference and ``X``, to PSI."""
+        s = np.asarray(scores, np.float64).ravel()
+        times = to_unix_seconds(event_times).ravel()
+        if times.size != s.size:
+            raise ValueError("scores and event_times differ in length")
+        finite = np.isfinite(s)
+        if not finite.all():  # one NaN would poison Page-Hinkley's running mean for good
+            s, times = s[finite], times[finite]
+        found = []
+        ph = self.page_hinkley
+        for i, x in enumerate(s.tolist()):
+            ph.update(x)
+            if ph.drift_detected:
+                found.append(Detection(
+                    "page_hinkley", "score_mean", float(times[i]),
+                    {"score": x, "running_mean": ph._x_mean.get()},
+                ))
+        if X is not None and self.reference is not None and times.size:
+            found.extend(self._update_psi(X, float(times.max())))
+        return self._report(found)
+
+    def update_many(
+        self,
+        *,
+        scores=None,
+        event_times=None,
+        X=None,
+        labelled_scores=None,
+        labels=None,
+        labelled_event_times=None,
+    ) -> DriftReport:
+        """Both updates in one call: scored rows (``scores``, ``event_times``, ``X``) and/or
+        labelled rows (``labelled_scores``, ``labels``, ``labelled_event_times``)."""
+        found: list[Detection] = []
+        if scores is not None:
+            found.extend(self.update_scored_many(scores, event_times, X).detections)
+        if labels is not None:
+            found.extend(
+                self.update_labelled_many(labelled_scores, labels, labelled_event_times).detections
+            )
+        # the per-part calls above counted their detections already
+        return self._report(found, count=False)
+
+    def _update_psi(self, X, last_time: float) -> list[Detection]:
+        assert self.reference is not None
+        for j, c in enumerate(_bin_counts(self.reference, X)):
+            self._psi_counts[j] += c
+        self._psi_rows += int(np.asarray(X).shape[0])
+        if self._psi_rows < self.settings.drift_psi_window:
+            return []
+        values = _psi_from_counts(self.reference, self._psi_counts)
+        self.last_psi = dict(zip(self.feature_names, values.tolist()))
+        for c in self._psi_counts:
+            c[:] = 0
+        self._psi_rows = 0
+        if self.metrics is not None:
+            self.metrics.set_feature_psi(self.last_psi)
+        drifted = {n: v for n, v in self.last_psi.items() if v > self.settings.drift_psi_threshold}
+        if not drifted:
+            return []
+        worst = max(drifted, key=drifted.get)
+        return [Detection("psi", "feature_distribution", last_time,
+                          {"max_psi": drifted[worst], "feature": worst, "features": drifted})]
+
+    def _report(self, found: list[Detection], count: bool = True) -> DriftReport:
+        if count and found:
+            if self.metrics is not None:
+                self.metrics.observe_detections(found)
+            for d in found:
+                log.warning("drift detected by %s on %s at event time %s: %s",
+                            d.detector, d.signal, d.event_time, d.values)
+        s = self.settings
+        actionable = any(d.detector in s.drift_action_detectors for d in found)
+        action: Action = s.drift_action if actionable else "none"
+        adapt = None
+        if action == "adapt":
+            adapt = AdaptPlan(s.drift_adapt_lr_multiplier, s.drift_adapt_recent_share,
+                              s.drift_adapt_steps)
+        return DriftReport(found, action, adapt)
+
+    # --- state -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data and numpy arrays; no pickle (see the module docstring)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "river_version": _river_version(),
+            "adwin": _adwin_state(self.adwin),
+            "page_hinkley": _page_hinkley_state(self.page_hinkley),
+            "psi": {
+                "reference_digest": _reference_digest(self.reference),
+                "rows": self._psi_rows,
+                "counts": [c.copy() for c in self._psi_counts],
+                "last": dict(self.last_psi),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore detectors; a changed setting or river version restarts that detector."""
+        if state.get("schema_version") != SCHEMA_VERSION:
+            raise MonitoringStateInvalid(
+                f"drift state schema {state.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+            )
+        self._reset()
+        try:
+            self._load_detectors(state)
+            self._load_psi(state["psi"])
+        except (KeyError, TypeError, ValueError) as exc:
+            self._reset()
+            raise MonitoringStateInvalid(f"drift state malformed: {exc}") from exc
+
+    def _load_detectors(self, state: dict[str, Any]) -> None:
+        if state["river_version"] != _river_version():
+            log.warning("drift state was saved with river %s, this is %s: detectors restart",
+                        state["river_version"], _river_version())
+            return
+        adwin, ph = state["adwin"], state["page_hinkley"]
+        s = self.settings
+        if adwin["delta"] == s.drift_adwin_delta:
+            _load_adwin(self.adwin, adwin)
+        else:
+            log.info("ADWIN delta changed (%s -> %s): ADWIN restarts", adwin["delta"],
+                     s.drift_adwin_delta)
+        saved = (ph["threshold"], ph["min_instances"], ph["delta"], ph["alpha"])
+        configured = (s.drift_page_hinkley_threshold, s.drift_page_hinkley_min_instances,
+                      s.drift_page_hinkley_delta, s.drift_page_hinkley_alpha)
+        if saved == configured:
+            _load_page_hinkley(self.page_hinkley, ph)
+        else:
+            log.info("Page-Hinkley settings changed (%s -> %s): it restarts", saved, configured)
+
+    def _load_psi(self, psi_state: dict[str, Any]) -> None:
+        if psi_state["reference_digest"] != _reference_digest(self.reference):
+            log.info("PSI reference differs from the saved one: PSI counting restarts")
+            return
+        counts = [np.asarray(c, np.int64) for c in psi_state["counts"]]
+        if [c.size for c in counts] != [c.size for c in self._psi_counts]:
+            raise ValueError("PSI counts do not match the reference bins")
+        self._psi_counts = counts
+        self._psi_rows = int(psi_state["rows"])
+        self.last_psi = {str(k): float(v) for k, v in psi_state["last"].items()}
