@@ -117,7 +117,7 @@ class MonitoringSettings(Section):
     drift_psi_bins: int = Field(10, ge=2, le=100, description="reference quantile bins")
     drift_psi_threshold: float = Field(0.25, gt=0.0, description="PSI above this is a drift")
     drift_psi_window: int = Field(5_000, ge=100, description="scored rows per PSI evaluation")
-    drift_action: Literal["none", "checkpoint", "adapt"] = "checkpoint"
+    drift_action: Literal["none", "checkpoint", "adapt"] = "none"
     drift_action_detectors: tuple[Literal["adwin", "page_hinkley", "psi"], ...] = (
         "adwin",
         "page_hinkley",

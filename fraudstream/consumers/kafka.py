@@ -148,6 +148,14 @@ class KafkaSource:
             for tp, end in ends.items()
         }
 
+    def connected(self) -> bool:
+        """Whether the client holds a live connection to at least one known broker."""
+        client = self.consumer._client  # noqa: SLF001 - kafka-python exposes no public check
+        try:
+            return any(client.connected(broker.node_id) for broker in client.cluster.brokers())
+        except KafkaError:
+            return False
+
     def close(self) -> None:
         self.consumer.close(autocommit=False)
 

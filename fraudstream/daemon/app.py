@@ -36,6 +36,7 @@ class Daemon:
     def __init__(self, settings: Settings, artifact: Path | None = None, monitor: Any = None):
         self.settings = settings
         self.store = CheckpointStore(settings.checkpoints.directory, settings.checkpoints.keep)
+        self.store.lock()
         self.pipeline = Pipeline.restore_or_create(settings, self.store, artifact)
         self.monitor = monitor
         self.offsets: dict[tuple[str, int], int] = dict(self.pipeline.offsets)
@@ -49,6 +50,9 @@ class Daemon:
         self._kind_of = {topics.transactions: TX, topics.labels: LABEL}
         self.source: KafkaSource | None = None
         self.closing = False
+        self._requested: tuple[str, list[str]] | None = None
+        if monitor is not None:
+            monitor.attach(self)
         self.sink: KafkaSink | None = None
 
     # -- rebalance hooks (worker thread) ----------------------------------------------------
@@ -99,7 +103,11 @@ class Daemon:
                 with self.lock:
                     if records:
                         self._process(records)
-                    if self._checkpoint_due():
+                    if self._requested is not None:
+                        reason, tags = self._requested
+                        self._requested = None
+                        self.checkpoint(reason=reason, tags=tags)
+                    elif self._checkpoint_due():
                         self.checkpoint(reason="interval")
                 if self.monitor is not None:
                     self.monitor.on_idle(self)
@@ -109,6 +117,9 @@ class Daemon:
                 self.closing = True
             self.source.close()
             self.sink.close()
+            if self.monitor is not None:
+                self.monitor.close()
+            self.store.unlock()
             log.info("daemon stopped cleanly")
 
     def _process(self, records: list) -> None:
@@ -125,7 +136,7 @@ class Daemon:
         for r in records:
             self.offsets[(r.topic, r.partition)] = r.offset + 1
         if self.monitor is not None:
-            self.monitor.on_batch(self, out)
+            self.monitor.on_batch(self, out, records)
 
     def _checkpoint_due(self) -> bool:
         cfg = self.settings.checkpoints
@@ -136,7 +147,11 @@ class Daemon:
             or time.monotonic() - self._last_checkpoint >= cfg.every_seconds
         )
 
-    def checkpoint(self, reason: str) -> bool:
+    def request_checkpoint(self, reason: str, tags: list[str] | None = None) -> None:
+        """Checkpoint after the batch in hand (e.g. keep the model as it was at a drift)."""
+        self._requested = (reason, tags or [])
+
+    def checkpoint(self, reason: str, tags: list[str] | None = None) -> bool:
         """Flush outputs, write state + offsets atomically, then commit offsets. Caller holds the lock."""
         started = time.monotonic()
         try:
@@ -147,7 +162,12 @@ class Daemon:
                 self.monitor.on_checkpoint_failed(self, exc)
             return False
         offsets = dict(self.offsets)
-        info = self.pipeline.save_checkpoint(self.store, offsets, reason=reason)
+        monitor = self.monitor
+        info = self.pipeline.save_checkpoint(
+            self.store, offsets, reason=reason, tags=tags,
+            extra_state=monitor.state_dict() if monitor is not None else None,
+            score=monitor.checkpoint_score() if monitor is not None else None,
+        )
         committed = self.source.commit(offsets)
         self.checkpoints_written += 1
         self._steps_at_checkpoint = self.pipeline.trainer.steps

@@ -16,6 +16,7 @@ invalid, and :meth:`CheckpointStore.latest_valid` moves on to the previous one w
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -115,12 +116,40 @@ def verify_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+class CheckpointDirBusy(FraudstreamError):
+    """Another live process writes checkpoints to the same directory."""
+
+
 class CheckpointStore:
     """The checkpoints of one daemon, in one directory, newest by sequence number."""
 
     def __init__(self, directory: Path, keep: int = 3):
         self.directory = Path(directory)
         self.keep = keep
+        self._lock_fd: int | None = None
+
+    def lock(self) -> None:
+        """Take the directory for this process (released when it exits, even by SIGKILL).
+
+        Two daemons writing one checkpoint directory would prune each other's work and
+        resume from each other's offsets; the second one to start fails here instead.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise CheckpointDirBusy(f"{self.directory} is in use by another process (pid {holder})") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _dirs(self) -> list[tuple[int, Path]]:
         if not self.directory.is_dir():

@@ -50,6 +50,9 @@ class BatchOutput:
     unmatched_labels: int = 0
     expired: int = 0
     joined: Joined | None = None
+    scored: np.ndarray | None = None  # scores of this batch's transactions (before learning)
+    scored_times: np.ndarray | None = None
+    scored_X: np.ndarray | None = None
     steps: list[StepResult] = field(default_factory=list)
     latest_event_time: float | None = None
     seconds: float = 0.0
@@ -111,6 +114,9 @@ class Pipeline:
         self.offsets: dict[tuple[str, int], int] = {}
         self.base_version = 0
         self.extra_state: dict[str, dict[str, Any]] = {}  # monitoring state restored from a checkpoint
+        self._adapt_until: int | None = None
+        self.drift_reference: dict[str, Any] | None = None  # feature histograms of the training data
+        self._normal: tuple[float, float] = (0.0, 0.0)
         fields = features.spec.fields
         self._id_field, self._label_field, self._time_field = fields.transaction_id, fields.label, fields.timestamp
         self._max_bytes = settings.kafka.max_event_bytes
@@ -128,6 +134,7 @@ class Pipeline:
 
             art = load_artifact(artifact)
             pipe = cls(settings, art.feature_pipeline(), OnlineLearner(art.model, art.params), f"artifact {artifact}")
+            pipe.drift_reference = art.metadata.get("drift_reference")
             return pipe
         from fraudstream.models.builder import build_model
 
@@ -170,6 +177,12 @@ class Pipeline:
         meta = info.meta
         pipe.offsets = {(t, int(p)): int(o) for t, p, o in meta["offsets"]}
         pipe.base_version = int(meta.get("base_version", 0))
+        if "drift_reference" in meta.get("extra_state", []):
+            pipe.drift_reference = read_state(path, "drift_reference")
+        pipe._adapt_until = meta.get("adapt_until_step")
+        pipe._normal = tuple(meta.get("normal_training", (0.0, 0.0)))
+        if pipe._adapt_until is not None:
+            pipe.trainer.replay_ratio = float(meta.get("replay_ratio", pipe.trainer.replay_ratio))
         for name in meta.get("extra_state", []):
             pipe.extra_state[name] = read_state(path, name)
         log.info(
@@ -177,6 +190,28 @@ class Pipeline:
             path.name, pipe.model_version, pipe.trainer.rows_learned, len(pipe.pending),
         )
         return pipe
+
+    def adapt(self, lr_multiplier: float, recent_share: float, steps: int) -> None:
+        """After a drift: learn faster and mostly from recent rows, for ``steps`` steps.
+
+        ``recent_share`` is the share of fresh rows in a training batch (the rest is replay).
+        A second call while adapting restarts the period from the original settings.
+        """
+        if self._adapt_until is None:
+            self._normal = (self.learner.learning_rate, self.trainer.replay_ratio)
+        lr, ratio = self._normal
+        self.learner.set_learning_rate(lr * lr_multiplier)
+        self.trainer.replay_ratio = ratio if recent_share <= 0 else (1.0 - recent_share) / recent_share
+        self._adapt_until = self.trainer.steps + steps
+        log.info("adapting for %d steps: learning rate %.2e, replay ratio %.2f", steps, lr * lr_multiplier, self.trainer.replay_ratio)
+
+    def _end_adaptation_if_due(self) -> None:
+        if self._adapt_until is not None and self.trainer.steps >= self._adapt_until:
+            lr, ratio = self._normal
+            self.learner.set_learning_rate(lr)
+            self.trainer.replay_ratio = ratio
+            self._adapt_until = None
+            log.info("adaptation over: learning rate %.2e, replay ratio %.2f", lr, ratio)
 
     @property
     def model_version(self) -> int:
@@ -244,11 +279,13 @@ class Pipeline:
                 }))
             self.pending.add_many(ids, X, scores, times, txs)
             out.latest_event_time = float(times.max())
+            out.scored, out.scored_times, out.scored_X = scores, times, X
         if joins_ids:
             joined, out.unmatched_labels = self.pending.pop_many(joins_ids, joins_labels)
             out.joined = joined
             if len(joined.ids) and self.settings.training.enabled:
                 out.steps = self.trainer.add_many(joined.X, joined.labels, joined.ids)
+                self._end_adaptation_if_due()
         out.expired = self.pending.expire()
         out.unmatched_labels += self.early.expire(self.pending.now)
         out.seconds = time.monotonic() - started
@@ -266,7 +303,9 @@ class Pipeline:
         tags: list[str] | None = None,
     ) -> CheckpointInfo:
         """Write every part of the state and the offsets it covers as one checkpoint."""
-        extra_state = extra_state or {}
+        extra_state = dict(extra_state or {})
+        if self.drift_reference is not None:
+            extra_state["drift_reference"] = self.drift_reference
 
         def write(tmp: Path) -> dict[str, Any]:
             self.learner.model.save(tmp / "model.keras")
@@ -290,6 +329,9 @@ class Pipeline:
                 "learned_digest": str(self.trainer.digest),
                 "pending": len(self.pending),
                 "early_labels": len(self.early),
+                "adapt_until_step": self._adapt_until,
+                "normal_training": list(self._normal),
+                "replay_ratio": self.trainer.replay_ratio,
                 "offsets": sorted([t, p, o] for (t, p), o in offsets.items()),
                 "extra_state": sorted(extra_state),
                 "score": score,

@@ -125,8 +125,9 @@ class ReplayReservoir:
 @dataclass
 class StepResult:
     loss: float
-    rows: int
+    rows: int  # fresh labelled rows
     accepted: bool
+    replayed: int = 0  # rows drawn from the reservoir
 
 
 class OnlineTrainer:
@@ -188,13 +189,13 @@ class OnlineTrainer:
             self.rejected_steps += 1
             self.rows_rejected += len(ids)
             log.warning("rejected a training step: loss=%s, weights restored", loss)
-            return StepResult(loss, len(ids), accepted=False)
+            return StepResult(loss, len(ids), accepted=False, replayed=len(y_old))
         self.reservoir.add_many(X_new, y_new)
         self.steps += 1
         self.rows_learned += len(ids)
         self.digest = (self.digest + id_digest(ids)) & MASK64
         self.last_loss = loss
-        return StepResult(loss, len(ids), accepted=True)
+        return StepResult(loss, len(ids), accepted=True, replayed=len(y_old))
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -346,8 +346,11 @@ class DriftMonitor:
         found = []
         adwin = self.adwin
         for i, loss in enumerate(losses.tolist()):
+            before = adwin.estimation
             adwin.update(loss)
-            if adwin.drift_detected:
+            # ADWIN flags any change of the mean; a falling loss (the model getting better,
+            # e.g. while a fresh model learns) is not a concept drift worth acting on.
+            if adwin.drift_detected and adwin.estimation > before:
                 found.append(Detection(
                     "adwin", "log_loss", float(times[i]),
                     {"loss": loss, "window_mean": adwin.estimation, "window_width": adwin.width},

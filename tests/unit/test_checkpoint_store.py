@@ -67,3 +67,21 @@ def test_failed_write_leaves_no_checkpoint(tmp_path):
         pass
     assert store.list() == [] and store.latest_valid() is None
     assert not list(tmp_path.iterdir())
+
+
+def test_second_process_cannot_take_the_directory(tmp_path):
+    import subprocess
+    import sys
+
+    store = CheckpointStore(tmp_path, keep=2)
+    store.lock()
+    code = (
+        "import sys; from fraudstream.daemon.checkpoint import CheckpointStore, CheckpointDirBusy\n"
+        f"try:\n    CheckpointStore({str(tmp_path)!r}).lock()\nexcept CheckpointDirBusy as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert other.returncode == 3 and "in use by another process" in other.stdout
+    store.unlock()
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr

@@ -1,0 +1,195 @@
+"""The daemon's instruments: metrics, prequential evaluation, drift detection, HTTP endpoints.
+
+The daemon knows nothing of monitoring (data flows one way); it calls the hooks of the
+object it is given: ``attach`` once, ``on_batch`` after every batch, ``on_idle`` every loop,
+``on_checkpoint`` / ``on_checkpoint_failed``, and ``state_dict`` / ``load_state_dict`` so the
+prequential window and the drift detectors survive a restart inside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from fraudstream.config import Settings
+from fraudstream.monitoring.drift import DriftMonitor
+from fraudstream.monitoring.metrics import DEFAULT_INVALID_REASONS, Metrics
+from fraudstream.monitoring.prequential import Prequential
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_EVERY_S = 2.0
+LAG_EVERY_S = 5.0
+
+
+class DaemonMonitor:
+    """Everything the daemon reports, fed from its hooks."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None, serve: bool = True):
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.serve = serve
+        self.metrics: Metrics | None = None
+        self.prequential = Prequential(settings.monitoring.prequential_window, settings.thresholds.review)
+        self.drift: DriftMonitor | None = None
+        self.server = None
+        self.daemon = None
+        self.snapshot: dict[str, Any] = {}
+        self.detections: list[Any] = []
+        self._next_snapshot = 0.0
+        self._next_lag = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def attach(self, daemon) -> None:
+        """Called by the daemon once its pipeline exists (restored or new)."""
+        from fraudstream.features import REASONS
+
+        self.daemon = daemon
+        pipeline = daemon.pipeline
+        topics = self.settings.kafka.topics
+        self.metrics = Metrics(
+            self.registry,
+            topics=[topics.transactions, topics.labels],
+            invalid_reasons=tuple(DEFAULT_INVALID_REASONS) + tuple(REASONS),
+            feature_names=pipeline.features.feature_names,
+            ap_alert_threshold=self.settings.monitoring.ap_alert_threshold,
+        )
+        self.drift = DriftMonitor(self.settings.monitoring, reference=pipeline.drift_reference, metrics=self.metrics)
+        if pipeline.extra_state:
+            self.load_state_dict(pipeline.extra_state)
+        self.metrics.model_version.set(pipeline.model_version)
+        if self.serve:
+            from fraudstream.monitoring.server import MonitoringServer, create_app
+
+            self.server = MonitoringServer(
+                create_app(self.metrics, self.readiness), self.settings.monitoring.host, self.settings.monitoring.port
+            )
+            self.server.start()
+            log.info("monitoring on %s (/metrics, /healthz, /readyz)", self.server.url)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        daemon = self.daemon
+        source = daemon.source if daemon is not None else None
+        checks = {
+            "state_loaded": daemon is not None,
+            "partitions_assigned": bool(daemon and daemon.assigned),
+            "broker_reachable": bool(source and source.connected()),
+        }
+        return all(checks.values()), checks
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def on_batch(self, daemon, out, records: list | None = None) -> None:
+        m = self.metrics
+        topics = self.settings.kafka.topics
+        now = time.time()
+        if records:
+            m.batch_size.observe(len(records))
+            counts: dict[str, int] = {}
+            for r in records:
+                counts[r.topic] = counts.get(r.topic, 0) + 1
+            for topic, n in counts.items():
+                m.events_consumed.labels(topic=topic).inc(n)
+            produced = [r.timestamp / 1000.0 for r in records if r.topic == topics.transactions and r.timestamp and r.timestamp > 0]
+            for t in produced:
+                m.score_latency.observe(max(0.0, now - t))
+        m.batch_seconds.labels(stage="total").observe(out.seconds)
+        for reason, n in out.invalid.items():
+            m.events_invalid.labels(reason=reason).inc(n)
+        decisions: dict[str, int] = {}
+        for _, score in out.scores:
+            decisions[score["decision"]] = decisions.get(score["decision"], 0) + 1
+        for decision, n in decisions.items():
+            m.scores.labels(decision=decision).inc(n)
+        m.labels_unmatched.inc(out.unmatched_labels)
+        m.pending_expired.inc(out.expired)
+        pipeline = daemon.pipeline
+        m.pending_rows.set(len(pipeline.pending))
+        trainer = pipeline.trainer
+        for step in out.steps:
+            if step.accepted:
+                m.train_steps.inc()
+                m.train_rows.labels(source="fresh").inc(step.rows)
+                m.train_rows.labels(source="replay").inc(step.replayed)
+                m.train_loss.set(step.loss)
+            else:
+                m.guard_rejections.labels(reason="non_finite_loss" if not np.isfinite(step.loss) else "non_finite_weights").inc()
+        m.replay_rows.labels(**{"class": "legit"}).set(trainer.reservoir.filled[0])
+        m.replay_rows.labels(**{"class": "fraud"}).set(trainer.reservoir.filled[1])
+        m.model_version.set(pipeline.model_version)
+        self.observe(pipeline, out)
+
+    def observe(self, pipeline, out) -> None:
+        """Prequential and drift updates from one batch (also used by replay, without Kafka)."""
+        reports = []
+        if out.scored is not None and len(out.scored):
+            reports.append(self.drift.update_scored_many(out.scored, out.scored_times, out.scored_X))
+        joined = out.joined
+        if joined is not None and len(joined.ids):
+            self.metrics.labels_joined.inc(len(joined.ids))
+            customers = np.asarray([tx.customer for tx in joined.contexts], dtype=object)
+            self.prequential.update_many(joined.scores, joined.labels, customers, joined.times)
+            reports.append(self.drift.update_labelled_many(joined.scores, joined.labels, joined.times))
+        for report in reports:
+            for detection in report.detections:
+                self.detections.append(detection)
+                log.warning("drift: %s on %s at event time %s: %s", detection.detector, detection.signal,
+                            detection.event_time, detection.values)
+            if report.action == "adapt" and report.adapt is not None:
+                a = report.adapt
+                pipeline.adapt(a.lr_multiplier, a.recent_share, a.steps)
+            elif report.action == "checkpoint" and self.daemon is not None:
+                self.daemon.request_checkpoint(reason="drift", tags=["pre-drift"])
+        self.detections = self.detections[-100:]
+
+    def on_idle(self, daemon) -> None:
+        now = time.monotonic()
+        if now >= self._next_snapshot:
+            self._next_snapshot = now + SNAPSHOT_EVERY_S
+            self.snapshot = self.prequential.snapshot()
+            self.metrics.set_prequential(self.snapshot)
+            self.metrics.partitions_assigned.clear()
+            per_topic: dict[str, int] = {}
+            for topic, _ in daemon.assigned:
+                per_topic[topic] = per_topic.get(topic, 0) + 1
+            for topic, n in per_topic.items():
+                self.metrics.partitions_assigned.labels(topic=topic).set(n)
+        if now >= self._next_lag and daemon.source is not None:
+            self._next_lag = now + LAG_EVERY_S
+            self.metrics.set_consumer_lag(daemon.source.lag(daemon.offsets))
+
+    def on_checkpoint(self, daemon, info, seconds: float) -> None:
+        self.metrics.checkpoint_seconds.observe(seconds)
+        self.metrics.checkpoint_last_success.set(time.time())
+
+    def on_checkpoint_failed(self, daemon, exc: Exception) -> None:
+        self.metrics.checkpoint_failures.inc()
+
+    # -- state ----------------------------------------------------------------------------
+
+    def checkpoint_score(self) -> float | None:
+        """The prequential AP used to keep the best checkpoint."""
+        return self.prequential.snapshot().get("average_precision")
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        return {"prequential": self.prequential.state_dict(), "drift": self.drift.state_dict()}
+
+    def load_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
+        if "prequential" in state:
+            self.prequential.load_state_dict(state["prequential"])
+        if "drift" in state:
+            self.drift.load_state_dict(state["drift"])
+
+
+def build_monitor(settings: Settings) -> DaemonMonitor:
+    return DaemonMonitor(settings)
