@@ -277,7 +277,7 @@ class DriftMonitor:
     detections and exports PSI per feature.
 
     >>> import numpy as np
-    >>> monitor = DriftMonitor(MonitoringSettings(drift_page_hinkley_min_instances=100))
+    >>> monitor = DriftMonitor(MonitoringSettings(drift_page_hinkley_min_instances=100, drift_action="checkpoint"))
     >>> t = np.arange(4000.0)
     >>> scores = np.r_[np.full(2000, 0.02), np.full(2000, 0.3)]
     >>> report = monitor.update_scored_many(scores, t)

@@ -189,7 +189,7 @@ def test_monitor_evaluates_psi_per_window_and_exports_it():
     ref = reference_from(rng.normal(size=(20_000, 2)), names=["amount", "hour"])
     registry = CollectorRegistry()
     metrics = Metrics(registry, feature_names=["amount", "hour"], process=False)
-    settings = MonitoringSettings(drift_psi_window=1_000, drift_action_detectors=("psi",))
+    settings = MonitoringSettings(drift_psi_window=1_000, drift_action_detectors=("psi",), drift_action="checkpoint")
     monitor = DriftMonitor(settings, reference=ref, metrics=metrics)
     stable = rng.normal(size=(1_000, 2))
     moved = np.c_[rng.normal(size=1_000), rng.normal(1.5, 1, size=1_000)]
@@ -240,7 +240,7 @@ def test_detections_are_counted_and_the_configured_action_returned():
 
 
 def test_detectors_outside_the_action_list_report_without_action():
-    settings = MonitoringSettings(drift_action_detectors=("adwin",))
+    settings = MonitoringSettings(drift_action_detectors=("adwin",), drift_action="checkpoint")
     scores, times = score_stream(5_000, 3_000, seed=1)
     report = DriftMonitor(settings).update_scored_many(scores, times)
     assert report.detections and report.action == "none"
