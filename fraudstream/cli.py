@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,8 @@ from rich.console import Console
 
 from fraudstream.config import Settings, load_settings, masked_dump
 from fraudstream.errors import ConfigInvalid, FraudstreamError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices are not ours
 
 app = typer.Typer(
     name="fraudstream",
@@ -74,23 +77,36 @@ def config_check(file: Annotated[Path, typer.Argument(help="config file to valid
 
 @app.command()
 def simulate(
-    days: Annotated[Optional[int], typer.Option(min=1, help="Days to simulate (config simulator.days).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Transactions file (.jsonl or .csv).")] = None,
+    days: Annotated[
+        Optional[int], typer.Option(min=1, help="Days to simulate (config simulator.days).")
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Transactions file (.jsonl or .csv).")
+    ] = None,
     labels_out: Annotated[
         Optional[Path], typer.Option(help="Label events file (default <out>.labels.<suffix>).")
     ] = None,
     fmt: Annotated[
         Optional[str], typer.Option("--format", help="jsonl or csv (default: from the suffix).")
     ] = None,
-    seed: Annotated[Optional[int], typer.Option(min=0, help="Random seed (config simulator.seed).")] = None,
-    customers: Annotated[Optional[int], typer.Option(min=1, help="Number of customers (config simulator.customers).")] = None,
-    terminals: Annotated[Optional[int], typer.Option(min=1, help="Number of terminals (config simulator.terminals).")] = None,
+    seed: Annotated[
+        Optional[int], typer.Option(min=0, help="Random seed (config simulator.seed).")
+    ] = None,
+    customers: Annotated[
+        Optional[int], typer.Option(min=1, help="Number of customers (config simulator.customers).")
+    ] = None,
+    terminals: Annotated[
+        Optional[int], typer.Option(min=1, help="Number of terminals (config simulator.terminals).")
+    ] = None,
     start_date: Annotated[
-        Optional[str], typer.Option(help="First day, YYYY-MM-DD (UTC) (config simulator.start_date).")
+        Optional[str],
+        typer.Option(help="First day, YYYY-MM-DD, UTC (config simulator.start_date)."),
     ] = None,
     label_delay: Annotated[
         Optional[str],
-        typer.Option(help="7d, 36h, uniform(2d,10d) or exponential(3d) (config simulator.label_delay)."),
+        typer.Option(
+            help="7d, 36h, uniform(2d,10d) or exponential(3d) (config simulator.label_delay)."
+        ),
     ] = None,
     inline_labels: Annotated[
         Optional[bool],
@@ -105,11 +121,16 @@ def simulate(
         typer.Option(min=0, help="Add the 'stealth' fraud-pattern change from this day (0-based)."),
     ] = None,
     config: ConfigOption = None,
-    kafka: Annotated[bool, typer.Option("--kafka", help="Produce to the configured Kafka topics.")] = False,
+    kafka: Annotated[
+        bool, typer.Option("--kafka", help="Produce to the configured Kafka topics.")
+    ] = False,
     rate: Annotated[
-        float, typer.Option(min=0.0, help="With --kafka: transactions per second, 0 = as fast as possible.")
+        float,
+        typer.Option(min=0.0, help="With --kafka: transactions per second, 0 = as fast as possible."),
     ] = 0.0,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar.")] = True,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar.")
+    ] = True,
 ) -> None:
     """Simulate card transactions (and delayed labels) to a file or to Kafka."""
     from fraudstream.config.simulate import DriftChange
@@ -117,31 +138,33 @@ def simulate(
         infer_format,
         labels_path_for,
         produce,
-        simulate as run_simulation,
         with_overrides,
         write_labels,
         write_transactions,
     )
+    from fraudstream.simulate import simulate as run_simulation
 
     if out is None and not kafka:
         fail("nothing to write to: give --out FILE, --kafka, or both")
+    if fmt is not None and fmt not in ("jsonl", "csv"):
+        fail(f"--format must be jsonl or csv, not {fmt!r}")
     settings = settings_from(config)
-    extra = [DriftChange(day=drift_day, name="--drift-day", preset="stealth")] if drift_day is not None else None
+    extra = None
+    if drift_day is not None:
+        extra = [DriftChange(day=drift_day, name="--drift-day", preset="stealth")]
     try:
         sim_settings = with_overrides(
             settings.simulator, extra_drift=extra, days=days, seed=seed, customers=customers,
             terminals=terminals, start_date=start_date, label_delay=label_delay,
             inline_labels=inline_labels, label_events=label_events,
         )
-        if fmt is not None and fmt not in ("jsonl", "csv"):
-            fail(f"--format must be jsonl or csv, not {fmt!r}")
         write_label_file = out is not None and (labels_out is not None or sim_settings.label_events)
+        if out is not None:
+            infer_format(out, fmt)
         if write_label_file:
             labels_path = labels_out or labels_path_for(out)
             labels_fmt = fmt if fmt is not None or labels_out is None else None
             infer_format(labels_path, labels_fmt)
-        if out is not None:
-            infer_format(out, fmt)
         with err.status(f"simulating {sim_settings.days} days ..."):
             sim = run_simulation(sim_settings)
         info = sim.summary()
@@ -155,12 +178,10 @@ def simulate(
         if out is not None:
             write_transactions(sim, out, fmt)
             err.print(f"wrote transactions to {out}", highlight=False)
-            if write_label_file:
-                write_labels(sim, labels_path, labels_fmt)
-                err.print(
-                    f"wrote label events to {labels_path} (delay {sim_settings.label_delay.describe()})",
-                    highlight=False,
-                )
+        if write_label_file:
+            write_labels(sim, labels_path, labels_fmt)
+            delay = sim_settings.label_delay.describe()
+            err.print(f"wrote label events to {labels_path} (delay {delay})", highlight=False)
         if kafka:
             report = produce(sim, settings.kafka, rate=rate, progress=progress)
             topics = settings.kafka.topics
@@ -268,8 +289,8 @@ def setup_logging(level: str) -> None:
         level=level.upper(), format="%(name)s: %(message)s", datefmt="[%X]",
         handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
     )
-    for noisy in ("kafka", "absl", "tensorflow"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    for noisy in ("kafka", "absl", "tensorflow"):  # their warnings are about their own internals
+        logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
 
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")]
@@ -343,9 +364,33 @@ def serve() -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    config: ConfigOption = None,
+    bootstrap: Annotated[Optional[str], typer.Option(help="use this broker instead of starting dev/kafka")] = None,
+    port: Annotated[int, typer.Option(help="port of the local broker")] = 9092,
+    customers: Annotated[int, typer.Option(min=10)] = 2000,
+    history_days: Annotated[int, typer.Option(min=14, help="simulated days to train the bootstrap model")] = 28,
+    stream_days: Annotated[int, typer.Option(min=1, help="simulated days streamed through the daemon")] = 21,
+    rate: Annotated[float, typer.Option(min=0, help="transactions per second (0 = as fast as possible)")] = 2000.0,
+    workdir: Annotated[Path, typer.Option(help="artifacts and checkpoints of each run")] = Path(".demo"),
+    keep_broker: Annotated[bool, typer.Option(help="leave the broker running afterwards")] = False,
+    log_level: LogLevel = "warning",
+) -> None:
     """Start a local broker, simulated traffic and the daemon, with live progress."""
-    not_built("demo")
+    setup_logging(log_level)
+    settings = settings_from(config)
+    from fraudstream.demo import run_demo
+
+    console = Console()
+    try:
+        stats = run_demo(settings, console, bootstrap, port, customers, customers * 2, history_days,
+                         stream_days, rate, workdir, keep_broker)
+    except KeyboardInterrupt:
+        console.print("stopped by Ctrl-C")
+        return
+    except FraudstreamError as exc:
+        fail(str(exc))
+    console.print("[bold]summary[/]: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
 
 
 CheckpointDir = Annotated[Optional[Path], typer.Option("--dir", help="checkpoint directory (default: config)")]

@@ -141,10 +141,7 @@ class DaemonMonitor:
             self.prequential.update_many(joined.scores, joined.labels, customers, joined.times)
             reports.append(self.drift.update_labelled_many(joined.scores, joined.labels, joined.times))
         for report in reports:
-            for detection in report.detections:
-                self.detections.append(detection)
-                log.warning("drift: %s on %s at event time %s: %s", detection.detector, detection.signal,
-                            detection.event_time, detection.values)
+            self.detections.extend(report.detections)  # drift.py logs each detection
             if report.action == "adapt" and report.adapt is not None:
                 a = report.adapt
                 pipeline.adapt(a.lr_multiplier, a.recent_share, a.steps)
