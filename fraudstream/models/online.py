@@ -1,0 +1,188 @@
+"""Keep training a scoring network on mini-batches of late-labelled rows.
+
+The daemon owns *when* to learn (mini-batch size, replay, the NaN guard's policy); this
+module owns *how*: one ``train_on_batch`` step per call, the optimiser's moments kept
+across calls and across restarts, and a numpy scorer kept in step with the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from fraudstream.config.model import ModelParams
+from fraudstream.models.builder import compile_model
+from fraudstream.models.exceptions import LearnerStateInvalid
+from fraudstream.models.scorer import Scorer
+
+STATE_SCHEMA_VERSION = 1
+STATE_FILE = "online_learner.npz"
+
+
+class OnlineLearner:
+    """Mini-batch learner around a compiled Keras model.
+
+    If the model is not compiled (or was loaded without its optimiser), it is compiled with
+    the optimiser from ``params``. ``scorer`` always reflects the latest weights.
+
+    >>> from fraudstream.models.builder import build_model
+    >>> params = ModelParams(dropout=0.0)
+    >>> learner = OnlineLearner(build_model(params, n_inputs=3, seed=0), params)
+    >>> X = np.zeros((8, 3), dtype=np.float32); y = np.zeros(8, dtype=np.float32)
+    >>> loss = learner.learn_many(X, y)
+    >>> learner.steps
+    1
+    """
+
+    def __init__(self, model: keras.Model, params: ModelParams):
+        self.model = model
+        self.params = params
+        if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", False):
+            compile_model(model, params)
+        # A fresh step function: one traced earlier by ``fit`` on other input shapes would
+        # be relaxed to unknown rank on our first call, which Keras's losses reject.
+        model.make_train_function(force=True)
+        self.scorer = Scorer(model)
+
+    # -- learning ------------------------------------------------------------------------
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps taken so far (survives save/load)."""
+        return int(self.model.optimizer.iterations.numpy())
+
+    def learn_many(
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> float:
+        """One gradient step on this mini-batch; returns its loss (may be NaN: the caller's
+        guard decides whether to roll back with :meth:`set_weights` / :meth:`load_state_dict`).
+        """
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y, dtype=np.float32).reshape(-1)
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows, y {y.shape[0]}")
+        if X.shape[0] == 0:
+            raise ValueError("learn_many needs at least one row")
+        sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
+        logs = self.model.train_on_batch(X, y, sample_weight=sw, return_dict=True)
+        self.scorer.refresh()
+        return float(logs["loss"])
+
+    def score_many(self, X: np.ndarray) -> np.ndarray:
+        """Fraud probabilities from the current weights (numpy path, see :class:`Scorer`)."""
+        return self.scorer.score_many(X)
+
+    @property
+    def learning_rate(self) -> float:
+        return float(np.asarray(self.model.optimizer.learning_rate))
+
+    def set_learning_rate(self, value: float) -> None:
+        """Change the step size in place, keeping the optimiser's moments (drift adaptation)."""
+        if not value > 0:
+            raise ValueError(f"learning rate must be > 0, got {value}")
+        self.model.optimizer.learning_rate.assign(value)
+
+    # -- weights (for the NaN guard) -----------------------------------------------------
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the model's weights (not the optimiser's; see :meth:`state_dict`)."""
+        return [np.array(w, copy=True) for w in self.model.get_weights()]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self.model.set_weights(weights)
+        self.scorer.refresh()
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _optimizer_variables(self) -> list[keras.Variable]:
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        return list(optimizer.variables)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights and optimiser variables (moments, step count, learning rate) as arrays."""
+        return {
+            "schema_version": STATE_SCHEMA_VERSION,
+            "optimizer": type(self.model.optimizer).__name__,
+            "weights": self.get_weights(),
+            "optimizer_variables": [np.array(v.numpy(), copy=True) for v in self._optimizer_variables()],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned; shapes must match this model exactly."""
+        if state.get("schema_version") != STATE_SCHEMA_VERSION:
+            raise LearnerStateInvalid(
+                f"schema version {state.get('schema_version')!r}, expected {STATE_SCHEMA_VERSION}"
+            )
+        if state.get("optimizer") != type(self.model.optimizer).__name__:
+            raise LearnerStateInvalid(
+                f"state is for optimizer {state.get('optimizer')!r}, "
+                f"model uses {type(self.model.optimizer).__name__!r}"
+            )
+        weights = state["weights"]
+        current = self.model.get_weights()
+        if len(weights) != len(current) or any(
+            np.shape(a) != np.shape(b) for a, b in zip(weights, current)
+        ):
+            raise LearnerStateInvalid("weight shapes do not match the model")
+        variables = self._optimizer_variables()
+        opt_values = state["optimizer_variables"]
+        if len(opt_values) != len(variables) or any(
+            tuple(np.shape(a)) != tuple(v.shape) for a, v in zip(opt_values, variables)
+        ):
+            raise LearnerStateInvalid("optimizer variable shapes do not match the model")
+        self.model.set_weights(weights)
+        for var, value in zip(variables, opt_values):
+            var.assign(np.asarray(value, dtype=var.dtype))
+        self.scorer.refresh()
+
+    def save(self, directory: Path | str) -> Path:
+        """Write the state as ``online_learner.npz`` (no pickle) into ``directory``, atomically.
+
+        The file is written under a temporary name, fsynced and renamed, so a crash leaves
+        either the old file or the new one.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        arrays = {f"w{i}": w for i, w in enumerate(state["weights"])}
+        arrays.update({f"o{i}": v for i, v in enumerate(state["optimizer_variables"])})
+        meta = {
+            "schema_version": state["schema_version"],
+            "optimizer": state["optimizer"],
+            "n_weights": len(state["weights"]),
+            "n_optimizer_variables": len(state["optimizer_variables"]),
+        }
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        target = directory / STATE_FILE
+        tmp = directory / f".{STATE_FILE}.tmp"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        return target
+
+    def load(self, directory: Path | str) -> None:
+        """Restore the state written by :meth:`save`."""
+        path = Path(directory) / STATE_FILE
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(bytes(data["meta"]).decode())
+                state = {
+                    "schema_version": meta["schema_version"],
+                    "optimizer": meta["optimizer"],
+                    "weights": [data[f"w{i}"] for i in range(meta["n_weights"])],
+                    "optimizer_variables": [
+                        data[f"o{i}"] for i in range(meta["n_optimizer_variables"])
+                    ],
+                }
+        except (OSError, KeyError, ValueError) as exc:
+            raise LearnerStateInvalid(f"cannot read {path}: {exc}") from exc
+        self.load_state_dict(state)

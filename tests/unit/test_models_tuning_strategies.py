@@ -1,0 +1,108 @@
+"""Tuning: the exact grid, a changed space, Bayesian and Hyperband within the budget."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+
+import numpy as np
+import pytest
+
+from fraudstream.config.features import FeatureSpec
+from fraudstream.config.model import ModelParams, SearchSpace, TuningParams
+from fraudstream.models import tuning
+from fraudstream.models.exceptions import TuningFailed
+from fraudstream.models.training import Dataset, EvalSet
+
+SMALL_SPACE = SearchSpace(
+    first_width=[None, 8], n_layers=[1, 2], dropout=[0.0, 0.2], l1=[0.0], l2=[0.0, 1e-4],
+    learning_rate=[1e-3, 3e-3], optimizer=["adam", "nadam"], batch_size=[100],
+    initializer=["glorot_uniform", "he_normal"],
+)
+
+
+def params(space=SMALL_SPACE, epochs=2, **kw):
+    return ModelParams(tuning=TuningParams(epochs=epochs, search_space=space), **kw)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+
+    def rows(n):
+        X = rng.normal(size=(n, 5)).astype(np.float32)
+        y = (rng.random(n) < 1 / (1 + np.exp(-(2.5 * X[:, 0] - 4.5)))).astype(np.float32)
+        return X, y
+
+    Xt, yt = rows(1500)
+    Xv, yv = rows(800)
+    valid = EvalSet(Xv, yv, (np.arange(yv.size) % 200).astype(str), np.arange(yv.size) // 400)
+    return Dataset(Xt, yt, valid, [f"f{i}" for i in range(5)], info={"train_rows": 1500})
+
+
+@pytest.fixture
+def count_fits(monkeypatch):
+    calls = []
+    original = tuning.FraudHyperModel.fit
+
+    def counted(self, hp, model, *args, **kwargs):
+        calls.append(dict(hp.values))
+        return original(self, hp, model, *args, **kwargs)
+
+    monkeypatch.setattr(tuning.FraudHyperModel, "fit", counted)
+    return calls
+
+
+def search(data, out, **kw):
+    kw.setdefault("feature_spec", FeatureSpec())
+    kw.setdefault("feature_state", {"normalizer": {"mean": np.zeros(5)}})
+    kw.setdefault("verbose", 0)
+    return tuning.run_search(data, kw.pop("p", params()), out, **kw)
+
+
+def test_grid_enumerates_the_configured_grid_exactly(tmp_path, data, count_fits):
+    space = SMALL_SPACE.model_copy(update=dict(
+        first_width=[8], n_layers=[1, 2], dropout=[0.0], l2=[0.0], learning_rate=[1e-3, 1e-2],
+        optimizer=["adam"], initializer=["glorot_uniform"]))
+    p = params(space, epochs=1)
+    assert space.grid_size() == 4
+    report = search(data, tmp_path, strategy="grid", p=p)
+    seen = {(v["n_layers"], v["learning_rate"]) for v in count_fits}
+    assert len(count_fits) == 4
+    assert seen == set(itertools.product([1, 2], [1e-3, 1e-2]))
+    assert len(report.leaderboard) == 4
+    again = search(data, tmp_path, strategy="grid", p=p, max_trials=10)
+    assert again.trials_run_now == 0 and len(count_fits) == 4
+
+
+def test_changed_space_needs_restart(tmp_path, data):
+    search(data, tmp_path, strategy="random", max_trials=1, p=params(epochs=1))
+    other = params(SMALL_SPACE.model_copy(update={"n_layers": [3]}), epochs=1)
+    with pytest.raises(TuningFailed, match="--restart"):
+        search(data, tmp_path, strategy="random", max_trials=2, p=other)
+    report = search(data, tmp_path, strategy="random", max_trials=1, p=other, restart=True)
+    assert report.trials_run_now == 1
+    assert report.leaderboard[0].hyperparameters["n_layers"] == 3
+
+
+@pytest.mark.parametrize(("strategy", "epochs"), [("bayesian", 1), ("hyperband", 9)])
+def test_other_strategies_run_within_the_trial_budget(tmp_path, data, strategy, epochs, count_fits):
+    # Hyperband with max_epochs 9 (factor 3) opens with 9 one-epoch trials: the budget of 3
+    # is what stops it.
+    report = search(data, tmp_path, strategy=strategy, max_trials=3, p=params(epochs=epochs))
+    assert len(report.leaderboard) == 3 == len(count_fits)
+    assert all(r.status == "COMPLETED" for r in report.leaderboard)
+    assert report.leaderboard[0].metrics["val_ap"] >= report.leaderboard[-1].metrics["val_ap"]
+
+
+def test_a_search_where_every_trial_fails_says_so(tmp_path, data, monkeypatch):
+    def broken(self, hp, model, *args, **kwargs):
+        raise ValueError("broken trial")
+
+    monkeypatch.setattr(tuning.FraudHyperModel, "fit", broken)
+    with pytest.raises(TuningFailed, match="no trial completed"):
+        search(data, tmp_path, strategy="random", max_trials=2)
+    with open(tmp_path / "leaderboard.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2
+    assert all(r["status"] in ("FAILED", "INVALID") and r["val_ap"] == r["best_epoch"] == "" for r in rows)
