@@ -8,13 +8,15 @@ checkpoint is durable.
 from __future__ import annotations
 
 import json
-import threading
 import logging
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
@@ -24,6 +26,17 @@ from fraudstream.consumers.exceptions import SinkFailed
 log = logging.getLogger(__name__)
 
 Offsets = dict[tuple[str, int], int]
+
+#: A partition whose newest delivered record is this much newer (Kafka record time) than the
+#: slowest partition that still has records to read waits until that one catches up.
+MAX_SKEW_MS = 1_000
+#: A partition that delivered nothing for this long stops holding the others back.
+ALIGN_IDLE_S = 10.0
+
+
+def fetch_bytes(kafka: KafkaSettings) -> int:
+    """Bytes fetched per partition; a single larger record still comes through whole."""
+    return max(1 << 20, kafka.max_event_bytes * 4)
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -92,8 +105,13 @@ class KafkaSource:
         topics: Iterable[str],
         on_revoked: Callable[[list], None] = lambda tps: None,
         on_assigned: Callable[[list], None] = lambda tps: None,
+        max_skew_ms: int | None = MAX_SKEW_MS,
     ):
         self.kafka = kafka
+        self.max_skew_ms = max_skew_ms
+        # per partition: record time and next offset of the newest delivered record, and when
+        self._heads: dict[TopicPartition, tuple[int, int, float]] = {}
+        self._assigned_at: dict[TopicPartition, float] = {}  # partitions yet to deliver a record
         self.consumer = KafkaConsumer(
             group_id=kafka.group_id,
             enable_auto_commit=False,
@@ -101,18 +119,89 @@ class KafkaSource:
             max_poll_records=kafka.batch_size,
             fetch_max_wait_ms=kafka.fetch_max_wait_ms,
             fetch_min_bytes=1,
-            max_partition_fetch_bytes=max(1 << 20, kafka.max_event_bytes * 4),
+            max_partition_fetch_bytes=fetch_bytes(kafka),
             **client_options(kafka),
         )
         listener = _Rebalance(on_revoked, on_assigned)
         listener.net = self.consumer._net  # noqa: SLF001 - the loop that runs the listener
-        self.consumer.subscribe(list(topics), listener=listener)
+        topics = list(topics)
+        # Know every topic's partitions before joining the group. Otherwise the first join
+        # can assign nothing ("No partition metadata"), and kafka-python relies on a later
+        # metadata update to rejoin; a stale in-flight metadata response can swallow that
+        # update, leaving the daemon without partitions until metadata_max_age_ms (5 min).
+        for topic in topics:
+            if not self.consumer.partitions_for_topic(topic):
+                log.warning("topic %s has no partitions (does it exist?)", topic)
+        self.consumer.subscribe(topics, listener=listener)
 
     def poll(self, timeout_ms: int | None = None) -> list:
         """Records of one poll, in partition order (each partition's records in offset order)."""
         timeout = self.kafka.poll_timeout_ms if timeout_ms is None else timeout_ms
+        if self.max_skew_ms is not None:
+            self._unstick_fetcher()
         batches = self.consumer.poll(timeout_ms=timeout)
+        if self.max_skew_ms is not None:
+            self._align(batches)
         return [record for records in batches.values() for record in records]
+
+    def _unstick_fetcher(self) -> None:
+        """Let records parked by a pause come back after ``resume`` (kafka-python 3.0.12).
+
+        The fetcher restores a resumed partition's parked records only when its in-line
+        slot is ``None``, but a drained slot keeps an empty ``PartitionRecords``; the parked
+        partition is then excluded from every later fetch and its consumption stops for good.
+        An empty slot holds nothing, so clearing it loses nothing.
+        """
+        fetcher = getattr(self.consumer, "_fetcher", None)
+        slot = getattr(fetcher, "_next_partition_records", None)
+        if slot is not None and not slot:
+            fetcher._next_partition_records = None  # noqa: SLF001
+
+    def _align(self, batches: dict) -> None:
+        """Pause partitions that ran ahead of the others in record time; resume them later.
+
+        Kafka orders records within a partition only. Catching up on a backlog, a consumer
+        can drain the transactions topic weeks (of event time) ahead of the labels topic;
+        the scored rows then expire from the pending store before their labels are read,
+        and those labels are never learned. Keeping every partition within ``max_skew_ms``
+        of the slowest one that still has records to read replays a backlog in about the
+        order it was written (Kafka Streams aligns its inputs by record time the same way).
+        A partition with records to read that has not delivered any yet holds the others
+        back; one that delivers nothing for ``ALIGN_IDLE_S`` stops holding them.
+        """
+        now = time.monotonic()
+        for tp, records in batches.items():
+            if records and records[-1].timestamp >= 0:
+                self._heads[tp] = (records[-1].timestamp, records[-1].offset + 1, now)
+        try:
+            assigned = self.consumer.assignment()
+            for tp in [tp for tp in self._heads if tp not in assigned]:
+                del self._heads[tp]
+            for tp in [tp for tp in self._assigned_at if tp not in assigned]:
+                del self._assigned_at[tp]
+            floor = None
+            for tp in assigned:
+                highwater = self.consumer.highwater(tp)
+                if tp in self._heads:
+                    stamp, next_offset, seen = self._heads[tp]
+                    waiting = highwater is not None and next_offset < highwater and now - seen < ALIGN_IDLE_S
+                else:
+                    stamp = float("-inf")  # nothing delivered yet: it may be the furthest behind
+                    seen = self._assigned_at.setdefault(tp, now)
+                    waiting = now - seen < ALIGN_IDLE_S and (
+                        highwater is None or self.consumer.position(tp, timeout_ms=0) < highwater
+                    )
+                if waiting and (floor is None or stamp < floor):
+                    floor = stamp
+            limit = None if floor is None else floor + self.max_skew_ms
+            paused = self.consumer.paused()
+            ahead = {tp for tp, head in self._heads.items() if limit is not None and head[0] > limit}
+            if ahead - paused:
+                self.consumer.pause(*(ahead - paused))
+            if paused - ahead:
+                self.consumer.resume(*(paused - ahead))
+        except (KafkaError, KeyError, TypeError) as exc:  # assignment changed meanwhile: decide next poll
+            log.debug("input alignment skipped: %s", exc)
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self.consumer.seek(TopicPartition(topic, partition), offset)
@@ -170,19 +259,54 @@ class KafkaSink:
             linger_ms=1,
             retries=2**31 - 1,
             max_block_ms=60_000,
-            max_request_size=max(1 << 20, kafka.max_event_bytes * 2 + 4096),
+            # a DLQ record carries an oversize input in base64 (4/3 of its size, plus fields)
+            max_request_size=2 * fetch_bytes(kafka),
             **client_options(kafka),
         )
+        self.failed = 0  # records the broker refused for good (each one logged)
+        self._smaller: deque[tuple[str, bytes | None, bytes]] = deque()  # to send in their place
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None, headers=None) -> None:
-        self.producer.send(topic, value=value, key=key, headers=headers)
+    def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers=None, if_too_large: bytes | None = None
+    ) -> None:
+        """Queue one record. If it is too large for the producer or for the topic, send
+        ``if_too_large`` instead (the topic's limit is only known once the broker refuses,
+        so that one goes out with the next :meth:`flush`); without it, a record too large
+        for the producer raises ``SinkFailed``.
+        """
+        try:
+            future = self.producer.send(topic, value=value, key=key, headers=headers)
+        except MessageSizeTooLargeError as exc:
+            if if_too_large is None:
+                raise SinkFailed(f"{len(value)}-byte record for {topic} is too large: {exc}") from exc
+            log.warning("a %d-byte record for %s is too large for the producer; sending a smaller one", len(value), topic)
+            value, if_too_large = if_too_large, None
+            future = self.producer.send(topic, value=value, key=key, headers=headers)
+        future.add_errback(self._failed, topic, key, len(value), if_too_large)
 
-    def send_json(self, topic: str, event: dict, key: bytes | None = None) -> None:
-        self.send(topic, json.dumps(event, separators=(",", ":")).encode(), key)
+    def _failed(self, topic: str, key: bytes | None, size: int, smaller: bytes | None, exc: BaseException) -> None:
+        # Runs on the producer's I/O thread once the error is final (retries are unbounded).
+        if smaller is not None and isinstance(exc, MessageSizeTooLargeError):
+            log.warning("%s refused a %d-byte record as too large; its smaller form follows", topic, size)
+            self._smaller.append((topic, key, smaller))
+            return
+        self.failed += 1
+        log.error("a %d-byte record for %s was not delivered: %s", size, topic, exc)
+
+    def send_json(self, topic: str, event: dict, key: bytes | None = None, if_too_large: dict | None = None) -> None:
+        self.send(
+            topic, json.dumps(event, separators=(",", ":")).encode(), key,
+            if_too_large=None if if_too_large is None else json.dumps(if_too_large, separators=(",", ":")).encode(),
+        )
 
     def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every queued record is acknowledged (or failed for good)."""
         try:
             self.producer.flush(timeout=timeout_s)
+            while self._smaller:  # replacements of records the broker refused as too large
+                topic, key, value = self._smaller.popleft()
+                self.send(topic, value, key)
+                self.producer.flush(timeout=timeout_s)
         except KafkaError as exc:
             raise SinkFailed(f"producer flush did not finish in {timeout_s}s: {exc}") from exc
 

@@ -13,6 +13,8 @@ labels are learned exactly once, because the learner's state is rolled back with
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import signal
 import threading
@@ -28,6 +30,25 @@ from fraudstream.daemon.decode import LABEL, TX, Incoming
 from fraudstream.daemon.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
+
+#: Bytes of the original value a trimmed DLQ record still carries (base64 of the start).
+DLQ_TRIMMED_BYTES = 64 * 1024
+
+
+def trimmed_dlq_record(dead: dict[str, Any]) -> dict[str, Any]:
+    """``dead`` with only the first ``DLQ_TRIMMED_BYTES`` of its value, plus its size and sha256.
+
+    Sent instead of the whole record when the producer or the DLQ topic (``max.message.bytes``)
+    refuses that as too large, so the event is still dead-lettered, with its reason and source
+    coordinates, instead of stopping the daemon or vanishing.
+    """
+    raw = base64.b64decode(dead["value_b64"])
+    return dead | {
+        "value_b64": base64.b64encode(raw[:DLQ_TRIMMED_BYTES]).decode(),
+        "value_truncated": True,
+        "value_bytes": len(raw),
+        "value_sha256": hashlib.sha256(raw).hexdigest(),
+    }
 
 
 class Daemon:
@@ -132,7 +153,9 @@ class Daemon:
         for key, score in out.scores:
             self.sink.send_json(topics.scores, score, key)
         for dead in out.dlq:
-            self.sink.send_json(topics.dlq, dead)
+            # an input too large to carry whole still goes, with its reason, size and digest
+            big = len(dead["value_b64"]) > DLQ_TRIMMED_BYTES
+            self.sink.send_json(topics.dlq, dead, if_too_large=trimmed_dlq_record(dead) if big else None)
         for r in records:
             self.offsets[(r.topic, r.partition)] = r.offset + 1
         if self.monitor is not None:

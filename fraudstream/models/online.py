@@ -48,6 +48,7 @@ class OnlineLearner:
         # be relaxed to unknown rank on our first call, which Keras's losses reject.
         model.make_train_function(force=True)
         self.scorer = Scorer(model)
+        self._shadow = None  # (save, restore) compiled lazily by snapshot()
 
     # -- learning ------------------------------------------------------------------------
 
@@ -88,6 +89,43 @@ class OnlineLearner:
         self.model.optimizer.learning_rate.assign(value)
 
     # -- weights (for the NaN guard) -----------------------------------------------------
+
+    def snapshot(self) -> None:
+        """Copy weights and optimiser variables aside, inside TensorFlow, in one call.
+
+        Reading ~20 variables out to numpy costs milliseconds per training step; a compiled
+        assign into shadow variables costs tens of microseconds. :meth:`restore` undoes
+        everything since the last snapshot (the NaN guard's rollback).
+        """
+        if self._shadow is None:
+            import tensorflow as tf
+
+            live = [v.value for v in self.model.trainable_variables] + [
+                v.value for v in self._optimizer_variables()
+            ]
+            shadow = [tf.Variable(v, trainable=False) for v in live]
+
+            @tf.function
+            def save() -> None:
+                for copy, var in zip(shadow, live):
+                    copy.assign(var)
+
+            @tf.function
+            def restore() -> None:
+                for copy, var in zip(shadow, live):
+                    var.assign(copy)
+
+            self._shadow = (save, restore)
+        self._shadow[0]()
+
+    def restore(self) -> None:
+        """Return to the last :meth:`snapshot` (weights and optimiser state)."""
+        self._shadow[1]()
+        self.scorer.refresh()
+
+    def weights_finite(self) -> bool:
+        """Whether the current weights are all finite (checked on the scorer's copies)."""
+        return self.scorer.weights_finite()
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the model's weights (not the optimiser's; see :meth:`state_dict`)."""

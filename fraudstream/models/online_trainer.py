@@ -38,11 +38,11 @@ class Learner(Protocol):
 
     def learn_many(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float: ...
 
-    def get_weights(self) -> list[np.ndarray]: ...
+    def snapshot(self) -> None: ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def restore(self) -> None: ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def weights_finite(self) -> bool: ...
 
 
 class ReplayReservoir:
@@ -182,10 +182,10 @@ class OnlineTrainer:
         X_old, y_old = self.reservoir.sample(int(round(len(ids) * self.replay_ratio)))
         X = np.concatenate([X_new, X_old])
         y = np.concatenate([y_new, y_old])
-        before = self.learner.state_dict()  # weights and optimizer moments
+        self.learner.snapshot()  # weights and optimizer moments
         loss = float(self.learner.learn_many(X, y))
-        if not np.isfinite(loss) or not all(np.isfinite(w).all() for w in self.learner.get_weights()):
-            self.learner.load_state_dict(before)
+        if not np.isfinite(loss) or not self.learner.weights_finite():
+            self.learner.restore()
             self.rejected_steps += 1
             self.rows_rejected += len(ids)
             log.warning("rejected a training step: loss=%s, weights restored", loss)

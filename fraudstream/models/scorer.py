@@ -90,6 +90,14 @@ class Scorer:
             else:
                 step.alpha = np.array(step.layer.alpha.numpy(), dtype=np.float32)
 
+    def weights_finite(self) -> bool:
+        """Whether every copied weight is finite (cheap: no read from TensorFlow)."""
+        for step in self._steps:
+            arrays = (step.kernel, step.bias) if isinstance(step, _Dense) else (step.alpha,)
+            if not all(np.isfinite(a).all() for a in arrays):
+                return False
+        return True
+
     def score_many(self, X: np.ndarray) -> np.ndarray:
         """Fraud probability of each row of ``X`` (``(n, d)`` float32) as a ``(n,)`` array."""
         h = np.asarray(X, dtype=np.float32)

@@ -143,3 +143,30 @@ def test_uncompiled_model_is_compiled_from_params():
     assert not getattr(bare, "compiled", False)
     learner = OnlineLearner(bare, PARAMS)
     assert np.isfinite(learner.learn_many(*batches(1)[0]))
+
+
+def test_snapshot_restore_rolls_back_weights_and_optimizer_state():
+    """The NaN guard's rollback: a poisoned step leaves no trace after restore()."""
+    import numpy as np
+
+    from fraudstream.config.model import ModelParams
+    from fraudstream.models.builder import build_model
+    from fraudstream.models.online import OnlineLearner
+
+    params = ModelParams(dropout=0.0)
+    learner = OnlineLearner(build_model(params, n_inputs=4, seed=0), params)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(32, 4)).astype(np.float32), (rng.random(32) < 0.3).astype(np.float32)
+    learner.learn_many(X, y)
+    before = learner.state_dict()
+    learner.snapshot()
+    poisoned = y.copy()
+    poisoned[0] = np.nan  # a NaN target makes the loss and every gradient NaN
+    loss = learner.learn_many(X, poisoned)
+    assert not np.isfinite(loss) and not learner.weights_finite()
+    learner.restore()
+    after = learner.state_dict()
+    assert learner.weights_finite()
+    for a, b in zip(before["weights"] + before["optimizer_variables"], after["weights"] + after["optimizer_variables"]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(learner.score_many(X), np.asarray(learner.model(X)).ravel(), atol=1e-5)

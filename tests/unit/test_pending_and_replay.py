@@ -72,14 +72,14 @@ class CountingLearner:
         self.w = [self.w[0] + 1]
         return 0.5
 
-    def get_weights(self):
-        return [w.copy() for w in self.w]
+    def snapshot(self):
+        self.saved = [w.copy() for w in self.w]
 
-    def state_dict(self):
-        return {"w": self.get_weights()}
+    def restore(self):
+        self.w = [w.copy() for w in self.saved]
 
-    def load_state_dict(self, state):
-        self.w = [w.copy() for w in state["w"]]
+    def weights_finite(self):
+        return all(np.isfinite(w).all() for w in self.w)
 
 
 def test_trainer_minibatches_digest_and_guard():
