@@ -82,6 +82,7 @@ class TrainingSettings(Section):
     replay_size: int = Field(20_000, ge=0, description="rows kept in the replay reservoir")
     replay_ratio: float = Field(1.0, ge=0.0, description="replayed rows per fresh row")
     replay_fraud_share: float = Field(0.5, ge=0.0, le=1.0, description="reservoir share kept for frauds")
+    replay_steps: int = Field(0, ge=0, le=16, description="extra replay-only steps per mini-batch")
     pending_max: int = Field(2_000_000, ge=1, description="scored rows awaiting a label")
     pending_ttl_days: float = Field(30.0, gt=0, description="event-time days a row waits")
 

@@ -31,7 +31,7 @@ Offsets = dict[tuple[str, int], int]
 #: slowest partition that still has records to read waits until that one catches up.
 MAX_SKEW_MS = 1_000
 #: A partition that delivered nothing for this long stops holding the others back.
-ALIGN_IDLE_S = 10.0
+ALIGN_IDLE_S = 30.0
 
 
 def fetch_bytes(kafka: KafkaSettings) -> int:
@@ -109,8 +109,8 @@ class KafkaSource:
     ):
         self.kafka = kafka
         self.max_skew_ms = max_skew_ms
-        # per partition: record time and next offset of the newest delivered record, and when
-        self._heads: dict[TopicPartition, tuple[int, int, float]] = {}
+        # per partition: record time of the newest delivered record, and when it came
+        self._heads: dict[TopicPartition, tuple[int, float]] = {}
         self._assigned_at: dict[TopicPartition, float] = {}  # partitions yet to deliver a record
         self.consumer = KafkaConsumer(
             group_id=kafka.group_id,
@@ -172,7 +172,7 @@ class KafkaSource:
         now = time.monotonic()
         for tp, records in batches.items():
             if records and records[-1].timestamp >= 0:
-                self._heads[tp] = (records[-1].timestamp, records[-1].offset + 1, now)
+                self._heads[tp] = (records[-1].timestamp, now)
         try:
             assigned = self.consumer.assignment()
             for tp in [tp for tp in self._heads if tp not in assigned]:
@@ -181,24 +181,25 @@ class KafkaSource:
                 del self._assigned_at[tp]
             floor = None
             for tp in assigned:
-                highwater = self.consumer.highwater(tp)
                 if tp in self._heads:
-                    stamp, next_offset, seen = self._heads[tp]
-                    waiting = highwater is not None and next_offset < highwater and now - seen < ALIGN_IDLE_S
-                else:
-                    stamp = float("-inf")  # nothing delivered yet: it may be the furthest behind
-                    seen = self._assigned_at.setdefault(tp, now)
-                    waiting = now - seen < ALIGN_IDLE_S and (
-                        highwater is None or self.consumer.position(tp, timeout_ms=0) < highwater
-                    )
-                if waiting and (floor is None or stamp < floor):
+                    stamp, seen = self._heads[tp]
+                else:  # nothing delivered yet: it may be the furthest behind
+                    stamp, seen = float("-inf"), self._assigned_at.setdefault(tp, now)
+                if now - seen >= ALIGN_IDLE_S or (floor is not None and stamp >= floor):
+                    continue
+                # records left to read? (the position also steps over transaction markers)
+                highwater = self.consumer.highwater(tp)
+                position = self.consumer.position(tp, timeout_ms=0) if highwater is not None else None
+                if highwater is None or position is None or position < highwater:
                     floor = stamp
             limit = None if floor is None else floor + self.max_skew_ms
             paused = self.consumer.paused()
             ahead = {tp for tp, head in self._heads.items() if limit is not None and head[0] > limit}
             if ahead - paused:
+                log.debug("pausing %s: ahead of record time %s", sorted(ahead - paused), limit)
                 self.consumer.pause(*(ahead - paused))
             if paused - ahead:
+                log.debug("resuming %s: record time limit %s", sorted(paused - ahead), limit)
                 self.consumer.resume(*(paused - ahead))
         except (KafkaError, KeyError, TypeError) as exc:  # assignment changed meanwhile: decide next poll
             log.debug("input alignment skipped: %s", exc)
@@ -258,6 +259,10 @@ class KafkaSink:
             acks="all",
             linger_ms=1,
             retries=2**31 - 1,
+            # kafka-python 3.0.12's idempotent producer turns any non-retriable batch error
+            # (e.g. a record over the topic's max.message.bytes) into a fatal state that fails
+            # every later send; scores are at-least-once anyway, so retries may duplicate them.
+            enable_idempotence=False,
             max_block_ms=60_000,
             # a DLQ record carries an oversize input in base64 (4/3 of its size, plus fields)
             max_request_size=2 * fetch_bytes(kafka),

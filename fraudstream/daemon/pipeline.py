@@ -108,6 +108,7 @@ class Pipeline:
         self.trainer = OnlineTrainer(
             learner, n, training.minibatch_size, training.replay_size,
             training.replay_ratio, training.replay_fraud_share, seed=settings.model.seed,
+            replay_steps=training.replay_steps,
         )
         self.pending = PendingStore(n, training.pending_max, training.pending_ttl_days * 86_400)
         self.early = EarlyLabels(training.pending_max, training.pending_ttl_days * 86_400)

@@ -142,11 +142,13 @@ class OnlineTrainer:
         replay_ratio: float = 1.0,
         replay_fraud_share: float = 0.5,
         seed: int = 0,
+        replay_steps: int = 0,
     ):
         self.learner = learner
         self.n_features = n_features
         self.minibatch_size = minibatch_size
         self.replay_ratio = replay_ratio
+        self.replay_steps = replay_steps
         self.reservoir = ReplayReservoir(replay_size, n_features, replay_fraud_share, seed)
         self._reset()
 
@@ -191,6 +193,17 @@ class OnlineTrainer:
             log.warning("rejected a training step: loss=%s, weights restored", loss)
             return StepResult(loss, len(ids), accepted=False, replayed=len(y_old))
         self.reservoir.add_many(X_new, y_new)
+        for _ in range(self.replay_steps):  # extra passes over remembered rows only
+            X_old, y_old = self.reservoir.sample(len(y))
+            if not len(y_old):
+                break
+            self.learner.snapshot()
+            extra = float(self.learner.learn_many(X_old, y_old))
+            if not np.isfinite(extra) or not self.learner.weights_finite():
+                self.learner.restore()
+                self.rejected_steps += 1
+                log.warning("rejected a replay step: loss=%s, weights restored", extra)
+                break
         self.steps += 1
         self.rows_learned += len(ids)
         self.digest = (self.digest + id_digest(ids)) & MASK64

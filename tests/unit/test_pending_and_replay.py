@@ -98,3 +98,11 @@ def test_trainer_minibatches_digest_and_guard():
 
 def test_digest_is_order_independent():
     assert id_digest(["a", "b", "c"]) == id_digest(["c", "a", "b"]) != id_digest(["a", "b"])
+
+
+def test_replay_steps_add_replay_only_passes():
+    learner = CountingLearner()
+    trainer = OnlineTrainer(learner, n_features=3, minibatch_size=4, replay_size=10, replay_ratio=0.0, replay_steps=2)
+    trainer.add_many(rows(4), np.zeros(4), [f"t{i}" for i in range(4)])
+    # one fresh step of 4 rows, then two replay-only steps of 4 rows from the reservoir
+    assert learner.seen == 12 and trainer.steps == 1 and trainer.rows_learned == 4

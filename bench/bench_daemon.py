@@ -1,0 +1,223 @@
+"""End-to-end daemon speed through a real broker, against a pass-through baseline.
+
+Usage (``make bench`` starts a broker and sets FRAUDSTREAM_BENCH_BOOTSTRAP)::
+
+    FRAUDSTREAM_BENCH_BOOTSTRAP=127.0.0.1:9092 .venv/bin/python bench/bench_daemon.py
+
+1. Throughput: a backlog of simulated transactions and their label events is produced up
+   front; the daemon (``fraudstream run``, a separate process, learning on) drains it, timed
+   from its first score to its last. The baseline is the same kafka-python consumer and
+   producer settings moving the same transactions to another topic with no work.
+2. Latency: transactions are produced at a fixed offered load (default 5,000/s) while the
+   daemon runs; for each score, the time from the transaction's produce call to the score's
+   arrival at a consumer. p50/p99 are reported.
+
+Prints the figures and writes ``bench/results/daemon.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+import yaml
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from fraudstream.config.simulate import SimulatorSettings
+from fraudstream.simulate.engine import simulate
+from fraudstream.simulate.output import merged_events
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    admin.close()
+
+
+def produce(bootstrap: str, events: list[tuple[str, bytes, bytes]], rate: float = 0.0,
+            sent_at: dict[str, float] | None = None) -> float:
+    """Send ``(topic, key, value, tx_id)``; with ``rate`` > 0 pace events per second."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    start = time.perf_counter()
+    for i, (topic, key, value, tx_id) in enumerate(events):
+        if rate > 0:
+            pause = start + i / rate - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+        if sent_at is not None and tx_id is not None:
+            sent_at[tx_id] = time.time()
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+    return time.perf_counter() - start
+
+
+def stream(customers: int, days: int, seed: int, tx_topic: str, label_topic: str, split_day: int | None = None):
+    """Merged transaction and label events; with ``split_day``, (before, from) that day."""
+    sim = simulate(SimulatorSettings(customers=customers, terminals=2 * customers), days=days, seed=seed)
+    out, before = [], []
+    start = sim.transactions["timestamp"].min().normalize()
+    for kind, event in merged_events(sim, inline_labels=False, label_events=True):
+        if split_day is not None and not before and event["timestamp"] >= (start + np.timedelta64(split_day, "D")).strftime("%Y-%m-%dT%H:%M:%SZ"):
+            before, out = out, []
+        key = event.get("customer_id", "").encode() or None
+        if kind == "transaction":
+            out.append((tx_topic, key, orjson.dumps(event), event["transaction_id"]))
+        else:
+            out.append((label_topic, key, orjson.dumps(event), None))
+    return (before, out) if split_day is not None else out
+
+
+def start_daemon(bootstrap: str, topics: dict[str, str], workdir: Path, group: str) -> subprocess.Popen:
+    config = {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "topics": topics},
+        "checkpoints": {"directory": str(workdir / group), "every_seconds": 30, "every_steps": 1000},
+        "monitoring": {"port": 0},
+    }
+    path = workdir / f"{group}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = open(workdir / f"{group}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "fraudstream", "run", "--config", str(path)], stdout=log, stderr=log)
+    return proc
+
+
+def count_scores(bootstrap: str, topic: str, expected: int, timeout_s: float, arrivals: dict[str, float] | None = None):
+    """Consume ``topic`` until ``expected`` distinct transaction ids; first/last arrival times."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             group_id=f"bench-{uuid.uuid4().hex[:8]}", fetch_max_wait_ms=5)
+    seen: set[str] = set()
+    first = last = None
+    deadline = time.monotonic() + timeout_s
+    while len(seen) < expected and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=100).values():
+            now = time.time()
+            for r in records:
+                tx_id = orjson.loads(r.value)["transaction_id"]
+                if tx_id not in seen:
+                    seen.add(tx_id)
+                    if arrivals is not None:
+                        arrivals[tx_id] = now
+                first = first or now
+                last = now
+    consumer.close()
+    return len(seen), first, last
+
+
+def pass_through(bootstrap: str, source: str, target: str, expected: int, batch: int) -> float:
+    """The same client settings as the daemon, moving records with no work: records/s."""
+    consumer = KafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"pass-{uuid.uuid4().hex[:8]}",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             max_poll_records=batch, fetch_max_wait_ms=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
+    moved, started = 0, None
+    while moved < expected:
+        for records in consumer.poll(timeout_ms=200).values():
+            started = started or time.perf_counter()
+            for r in records:
+                producer.send(target, key=r.key, value=r.value)
+            moved += len(records)
+        consumer.commit()
+    producer.flush()
+    seconds = time.perf_counter() - started
+    consumer.close()
+    producer.close()
+    return moved / seconds
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", default=os.environ.get("FRAUDSTREAM_BENCH_BOOTSTRAP", "127.0.0.1:9092"))
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--days", type=int, default=10, help="simulated days of backlog (~10k tx/day)")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=5000.0, help="offered load for the latency run, tx/s")
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "daemon.json")
+    args = parser.parse_args()
+    run = uuid.uuid4().hex[:6]
+    workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
+    report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "args": vars(args) | {"out": str(args.out)}}
+
+    # 1. throughput on a backlog, and the pass-through baseline on the same transactions
+    topics = {k: f"bench-{run}-{k}" for k in ("transactions", "labels", "scores", "dlq")}
+    create_topics(args.bootstrap, list(topics.values()) + [f"bench-{run}-copy"], args.partitions)
+    events = stream(args.customers, args.days, 1, topics["transactions"], topics["labels"])
+    n_tx = sum(1 for e in events if e[3] is not None)
+    produce(args.bootstrap, events)
+    print(f"backlog: {n_tx:,} transactions and {len(events) - n_tx:,} label events")
+    baseline = pass_through(args.bootstrap, topics["transactions"], f"bench-{run}-copy", n_tx, 500)
+    print(f"pass-through baseline: {baseline:,.0f} records/s")
+    proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-a")
+    try:
+        got, first, last = count_scores(args.bootstrap, topics["scores"], n_tx, timeout_s=900)
+    finally:
+        stop(proc)
+    daemon_tx_s = got / (last - first) if got and last > first else 0.0
+    events_s = daemon_tx_s * len(events) / n_tx
+    print(f"daemon: {got:,} transactions scored, {daemon_tx_s:,.0f} tx/s ({events_s:,.0f} events/s incl. labels, "
+          f"learning on); ratio to pass-through {daemon_tx_s / baseline:.2f} (tx) / {events_s / baseline:.2f} (events)")
+    report["throughput"] = {"transactions": got, "daemon_tx_per_s": daemon_tx_s, "daemon_events_per_s": events_s,
+                            "pass_through_records_per_s": baseline, "ratio_tx": daemon_tx_s / baseline,
+                            "ratio_events": events_s / baseline}
+
+    # 2. latency at a fixed offered load: 7 days of backlog first (so labels flow and the
+    #    daemon learns), then the following days paced at --rate events/s
+    topics = {k: f"bench-{run}-lat-{k}" for k in ("transactions", "labels", "scores", "dlq")}
+    create_topics(args.bootstrap, list(topics.values()), args.partitions)
+    live_days = max(1, int(np.ceil(args.rate * args.latency_seconds / (args.customers * 4))))
+    backlog, live = stream(args.customers, 7 + live_days, 2, topics["transactions"], topics["labels"], split_day=7)
+    live = live[: int(args.rate * args.latency_seconds)]
+    proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-b")
+    sent_at: dict[str, float] = {}
+    arrivals: dict[str, float] = {}
+    try:
+        produce(args.bootstrap, backlog)
+        n_backlog = sum(1 for e in backlog if e[3] is not None)
+        count_scores(args.bootstrap, topics["scores"], n_backlog, timeout_s=600)
+        n_live = sum(1 for e in live if e[3] is not None)
+        reader = threading.Thread(target=count_scores,
+                                  args=(args.bootstrap, topics["scores"], n_backlog + n_live, 600, arrivals))
+        reader.start()
+        seconds = produce(args.bootstrap, live, rate=args.rate, sent_at=sent_at)
+        reader.join()
+    finally:
+        stop(proc)
+    lat = np.array([arrivals[t] - sent_at[t] for t in sent_at if t in arrivals]) * 1000
+    offered = len(live) / seconds
+    p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if lat.size else (float("nan"),) * 2
+    print(f"latency at {offered:,.0f} events/s offered (transactions and labels, learning on): "
+          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat.max():.1f} ms ({lat.size:,} of {len(sent_at):,} scored)")
+    report["latency"] = {"offered_events_per_s": offered, "p50_ms": p50, "p99_ms": p99, "max_ms": float(lat.max()),
+                         "scored": int(lat.size), "sent": len(sent_at)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1, default=float))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
