@@ -358,9 +358,30 @@ def replay(
 
 
 @app.command()
-def serve() -> None:
-    """Serve scoring over HTTP from a checkpoint or an artifact."""
-    not_built("serve")
+def serve(
+    config: ConfigOption = None,
+    artifact: ArtifactOption = None,
+    checkpoint_dir: Annotated[
+        Optional[Path], typer.Option("--checkpoint-dir", help="checkpoints to resume from and write (default: config)")
+    ] = None,
+    host: Annotated[Optional[str], typer.Option(help="bind address (default: monitoring.host, 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="port (default: monitoring.port)")] = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """Serve scoring over HTTP (/v1/score, /v1/labels, /v1/model, /metrics), no Kafka; Ctrl-C stops."""
+    setup_logging(log_level)
+    settings = settings_from(config)
+    from fraudstream.daemon.checkpoint import CheckpointStore
+    from fraudstream.daemon.pipeline import Pipeline
+    from fraudstream.monitoring.api import ApiHost
+
+    mon = settings.monitoring
+    try:
+        store = CheckpointStore(checkpoint_dir or settings.checkpoints.directory, settings.checkpoints.keep)
+        pipeline = Pipeline.restore_or_create(settings, store, artifact)
+        ApiHost(settings, pipeline, store).serve(host or mon.host, mon.port if port is None else port)
+    except FraudstreamError as exc:
+        fail(str(exc))
 
 
 @app.command()

@@ -128,6 +128,12 @@ class MonitoringSettings(Section):
         0.8, ge=0.0, le=1.0, description="mini-batch share of fresh rows while adapting"
     )
     drift_adapt_steps: int = Field(200, ge=1, description="training steps the adaptation lasts")
+    api_token: SecretStr | None = Field(
+        None, description="bearer token the /v1 scoring API requires; none: no auth (bind 127.0.0.1)"
+    )
+    api_max_body_bytes: int = Field(
+        1_048_576, ge=1_024, description="larger /v1 request bodies are refused with 413"
+    )
 
 
 class Settings(BaseSettings):

@@ -124,14 +124,14 @@ class Daemon:
                 with self.lock:
                     if records:
                         self._process(records)
+                    if self.monitor is not None:
+                        self.monitor.on_idle(self)  # may adapt training after a drift: under the lock
                     if self._requested is not None:
                         reason, tags = self._requested
                         self._requested = None
                         self.checkpoint(reason=reason, tags=tags)
                     elif self._checkpoint_due():
                         self.checkpoint(reason="interval")
-                if self.monitor is not None:
-                    self.monitor.on_idle(self)
         finally:
             with self.lock:
                 self.checkpoint(reason="stop")

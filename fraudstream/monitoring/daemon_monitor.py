@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY_S = 2.0
 LAG_EVERY_S = 5.0
+FLUSH_EVERY_S = 0.25  # prequential and drift updates are batched over polls: fixed cost per call
+FLUSH_ROWS = 20_000
 
 
 class DaemonMonitor:
@@ -42,6 +44,10 @@ class DaemonMonitor:
         self.detections: list[Any] = []
         self._next_snapshot = 0.0
         self._next_lag = 0.0
+        self._next_flush = 0.0
+        self._scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._joined: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._buffered = 0
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -66,9 +72,14 @@ class DaemonMonitor:
         if self.serve:
             from fraudstream.monitoring.server import MonitoringServer, create_app
 
-            self.server = MonitoringServer(
-                create_app(self.metrics, self.readiness), self.settings.monitoring.host, self.settings.monitoring.port
-            )
+            from fraudstream.daemon.service import ScoringService
+            from fraudstream.monitoring.api import add_scoring_routes
+
+            mon = self.settings.monitoring
+            app = create_app(self.metrics, self.readiness)
+            service = ScoringService(pipeline, daemon.lock, lambda out: self.on_batch(daemon, out, None))
+            add_scoring_routes(app, service, mon.api_token, mon.api_max_body_bytes)
+            self.server = MonitoringServer(app, mon.host, mon.port)
             self.server.start()
             log.info("monitoring on %s (/metrics, /healthz, /readyz)", self.server.url)
 
@@ -127,19 +138,31 @@ class DaemonMonitor:
         m.replay_rows.labels(**{"class": "legit"}).set(trainer.reservoir.filled[0])
         m.replay_rows.labels(**{"class": "fraud"}).set(trainer.reservoir.filled[1])
         m.model_version.set(pipeline.model_version)
-        self.observe(pipeline, out)
+        self.collect(out)
 
-    def observe(self, pipeline, out) -> None:
-        """Prequential and drift updates from one batch (also used by replay, without Kafka)."""
-        reports = []
+    def collect(self, out) -> None:
+        """Keep a batch's scored and joined rows for the next :meth:`flush`."""
         if out.scored is not None and len(out.scored):
-            reports.append(self.drift.update_scored_many(out.scored, out.scored_times, out.scored_X))
+            self._scored.append((out.scored, out.scored_times, out.scored_X))
+            self._buffered += len(out.scored)
         joined = out.joined
         if joined is not None and len(joined.ids):
             self.metrics.labels_joined.inc(len(joined.ids))
             customers = np.asarray([tx.customer for tx in joined.contexts], dtype=object)
-            self.prequential.update_many(joined.scores, joined.labels, customers, joined.times)
-            reports.append(self.drift.update_labelled_many(joined.scores, joined.labels, joined.times))
+            self._joined.append((joined.scores, joined.labels, customers, joined.times))
+            self._buffered += len(joined.ids)
+
+    def flush(self, pipeline) -> None:
+        """Prequential and drift updates for every row collected since the last flush."""
+        reports = []
+        if self._scored:
+            scores, times, X = (np.concatenate(parts) for parts in zip(*self._scored))
+            reports.append(self.drift.update_scored_many(scores, times, X))
+        if self._joined:
+            scores, labels, customers, times = (np.concatenate(parts) for parts in zip(*self._joined))
+            self.prequential.update_many(scores, labels, customers, times)
+            reports.append(self.drift.update_labelled_many(scores, labels, times))
+        self._scored, self._joined, self._buffered = [], [], 0
         for report in reports:
             self.detections.extend(report.detections)  # drift.py logs each detection
             if report.action == "adapt" and report.adapt is not None:
@@ -151,6 +174,9 @@ class DaemonMonitor:
 
     def on_idle(self, daemon) -> None:
         now = time.monotonic()
+        if self._buffered and (now >= self._next_flush or self._buffered >= FLUSH_ROWS):
+            self._next_flush = now + FLUSH_EVERY_S
+            self.flush(daemon.pipeline)
         if now >= self._next_snapshot:
             self._next_snapshot = now + SNAPSHOT_EVERY_S
             self.snapshot = self.prequential.snapshot()
@@ -176,9 +202,13 @@ class DaemonMonitor:
 
     def checkpoint_score(self) -> float | None:
         """The prequential AP used to keep the best checkpoint."""
+        if self._buffered and self.daemon is not None:
+            self.flush(self.daemon.pipeline)
         return self.prequential.snapshot().get("average_precision")
 
     def state_dict(self) -> dict[str, dict[str, Any]]:
+        if self._buffered and self.daemon is not None:
+            self.flush(self.daemon.pipeline)  # the checkpoint covers every processed row
         return {"prequential": self.prequential.state_dict(), "drift": self.drift.state_dict()}
 
     def load_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
