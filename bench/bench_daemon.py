@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import yaml
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from fraudstream.config.simulate import SimulatorSettings
@@ -85,7 +85,7 @@ def stream(customers: int, days: int, seed: int, tx_topic: str, label_topic: str
 
 def start_daemon(bootstrap: str, topics: dict[str, str], workdir: Path, group: str) -> subprocess.Popen:
     config = {
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "topics": topics},
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "topics": topics, "rejoin_after_s": 15},
         "checkpoints": {"directory": str(workdir / group), "every_seconds": 30, "every_steps": 1000},
         "monitoring": {"port": 0},
     }
@@ -98,8 +98,12 @@ def start_daemon(bootstrap: str, topics: dict[str, str], workdir: Path, group: s
 
 def count_scores(bootstrap: str, topic: str, expected: int, timeout_s: float, arrivals: dict[str, float] | None = None):
     """Consume ``topic`` until ``expected`` distinct transaction ids; first/last arrival times."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             group_id=f"bench-{uuid.uuid4().hex[:8]}", fetch_max_wait_ms=5)
+    # assigned, not subscribed: a reader needs no group (and no rebalance to wait for)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=5)
+    partitions = None
+    while not partitions:
+        partitions = consumer.partitions_for_topic(topic)
+    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
     seen: set[str] = set()
     first = last = None
     deadline = time.monotonic() + timeout_s

@@ -32,6 +32,8 @@ Offsets = dict[tuple[str, int], int]
 MAX_SKEW_MS = 1_000
 #: A partition that delivered nothing for this long stops holding the others back.
 ALIGN_IDLE_S = 30.0
+#: How long a poll may take to finish a pending group rebalance, rebalance hooks included.
+REBALANCE_WAIT_MS = 60_000
 
 
 def fetch_bytes(kafka: KafkaSettings) -> int:
@@ -46,6 +48,8 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
         "reconnect_backoff_max_ms": 2_000,
+        # a consumer whose first join saw no partitions waits for the next metadata refresh
+        "metadata_max_age_ms": 30_000,
     }
     if kafka.sasl_mechanism:
         options["sasl_mechanism"] = kafka.sasl_mechanism
@@ -137,12 +141,32 @@ class KafkaSource:
     def poll(self, timeout_ms: int | None = None) -> list:
         """Records of one poll, in partition order (each partition's records in offset order)."""
         timeout = self.kafka.poll_timeout_ms if timeout_ms is None else timeout_ms
+        self._finish_rebalance()
         if self.max_skew_ms is not None:
             self._unstick_fetcher()
         batches = self.consumer.poll(timeout_ms=timeout)
         if self.max_skew_ms is not None:
             self._align(batches)
         return [record for records in batches.values() for record in records]
+
+    def _finish_rebalance(self) -> None:
+        """Run a pending rebalance to its end, hooks included, before the (short) poll.
+
+        kafka-python 3.0.12 bounds a rebalance by the poll's timeout. When the revocation
+        hook (a checkpoint) outlasts it, the JoinGroup/SyncGroup that follows completes
+        between two polls and its assignment is never applied: every partition stays
+        pending revocation and consumption stops for good. So a pending rebalance gets a
+        poll of its own with a long timeout, and one left in that state is started again.
+        """
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        states = getattr(getattr(self.consumer, "_subscription", None), "assignment", {})
+        if coordinator is None:
+            return
+        if not coordinator.need_rejoin() and any(getattr(s, "_pending_revocation", False) for s in list(states.values())):
+            log.warning("the last rebalance was left unfinished (partitions pending revocation); rejoining")
+            coordinator.request_rejoin()
+        if coordinator.need_rejoin():
+            coordinator.poll(timeout_ms=REBALANCE_WAIT_MS)
 
     def _unstick_fetcher(self) -> None:
         """Let records parked by a pause come back after ``resume`` (kafka-python 3.0.12).
@@ -189,7 +213,7 @@ class KafkaSource:
                     continue
                 # records left to read? (the position also steps over transaction markers)
                 highwater = self.consumer.highwater(tp)
-                position = self.consumer.position(tp, timeout_ms=0) if highwater is not None else None
+                position = self._position(tp) if highwater is not None else None
                 if highwater is None or position is None or position < highwater:
                     floor = stamp
             limit = None if floor is None else floor + self.max_skew_ms
@@ -203,6 +227,16 @@ class KafkaSource:
                 self.consumer.resume(*(paused - ahead))
         except (KafkaError, KeyError, TypeError) as exc:  # assignment changed meanwhile: decide next poll
             log.debug("input alignment skipped: %s", exc)
+
+    def _position(self, tp: TopicPartition) -> int | None:
+        """The next offset to fetch, read from the subscription state without any I/O.
+
+        ``KafkaConsumer.position()`` first refreshes committed offsets and validates positions
+        through the I/O loop; called while a rebalance listener is awaited there, it can leave
+        every partition pending revocation and stop consumption (kafka-python 3.0.12).
+        """
+        state = self.consumer._subscription.assignment.get(tp)  # noqa: SLF001
+        return None if state is None or state.position is None else state.position.offset
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self.consumer.seek(TopicPartition(topic, partition), offset)
@@ -247,7 +281,7 @@ class KafkaSource:
             return False
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)
+        self.consumer.close(autocommit=False, timeout_ms=10_000)
 
 
 class KafkaSink:

@@ -71,6 +71,8 @@ class Daemon:
         self._kind_of = {topics.transactions: TX, topics.labels: LABEL}
         self.source: KafkaSource | None = None
         self.closing = False
+        self.rebuilds = 0
+        self._unassigned_since: float | None = None
         self._requested: tuple[str, list[str]] | None = None
         if monitor is not None:
             monitor.attach(self)
@@ -113,13 +115,12 @@ class Daemon:
             self._install_signals()
         kafka = self.settings.kafka
         self.sink = KafkaSink(kafka)
-        self.source = KafkaSource(
-            kafka, [kafka.topics.transactions, kafka.topics.labels], self._on_revoked, self._on_assigned
-        )
+        self.source = self._new_source()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         log.info("daemon started: model_version=%s, %d pending", self.pipeline.model_version, len(self.pipeline.pending))
         try:
             while not self.stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+                self._watch_assignment()
                 records = self.source.poll()
                 with self.lock:
                     if records:
@@ -142,6 +143,37 @@ class Daemon:
                 self.monitor.close()
             self.store.unlock()
             log.info("daemon stopped cleanly")
+
+    def _new_source(self) -> KafkaSource:
+        kafka = self.settings.kafka
+        self._unassigned_since = time.monotonic()
+        return KafkaSource(kafka, [kafka.topics.transactions, kafka.topics.labels], self._on_revoked, self._on_assigned)
+
+    def _watch_assignment(self) -> None:
+        """Rebuild the consumer when it has held no partition for too long.
+
+        kafka-python 3.0 can be left outside its group after a rebalance that revokes every
+        partition (the group goes empty while the consumer polls on). State and offsets live
+        in this process and its checkpoints, so a new consumer that rejoins and seeks to
+        them continues exactly where the old one stopped.
+        """
+        if self.assigned:
+            self._unassigned_since = None
+            return
+        now = time.monotonic()
+        if self._unassigned_since is None:
+            self._unassigned_since = now
+        elif now - self._unassigned_since > self.settings.kafka.rejoin_after_s:
+            log.warning("no partition assigned for %.0fs: rebuilding the Kafka consumer", now - self._unassigned_since)
+            with self.lock:
+                self.closing = True  # the old consumer's revocation needs no checkpoint
+                try:
+                    self.source.close()
+                except Exception as exc:  # a broken client may fail to close; it is dropped anyway
+                    log.warning("closing the old consumer failed: %s", exc)
+                self.closing = False
+                self.source = self._new_source()
+            self.rebuilds += 1
 
     def _process(self, records: list) -> None:
         batch = [
