@@ -49,7 +49,9 @@ class KafkaSettings(Section):
     fetch_max_wait_ms: int = Field(5, ge=0, description="broker waits at most this for data")
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_event_bytes: int = Field(65_536, ge=256, description="larger events go to the DLQ")
-    rejoin_after_s: float = Field(60.0, gt=0, description="rebuild a consumer left without partitions this long")
+    rejoin_after_s: float | None = Field(
+        None, gt=0, description="rebuild a consumer left without partitions this long (off: null)"
+    )
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaSettings:

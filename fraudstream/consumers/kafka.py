@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 Offsets = dict[tuple[str, int], int]
 
 #: A partition whose newest delivered record is this much newer (Kafka record time) than the
-#: slowest partition that still has records to read waits until that one catches up.
-MAX_SKEW_MS = 1_000
+#: slowest partition that still has records to read waits until that one catches up. Small:
+#: a backlog written by a fast producer packs days of event time into one second.
+MAX_SKEW_MS = 100
 #: A partition that delivered nothing for this long stops holding the others back.
 ALIGN_IDLE_S = 30.0
 #: How long a poll may take to finish a pending group rebalance, rebalance hooks included.

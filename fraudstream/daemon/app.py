@@ -157,7 +157,9 @@ class Daemon:
         in this process and its checkpoints, so a new consumer that rejoins and seeks to
         them continues exactly where the old one stopped.
         """
-        if self.assigned:
+        if self.assigned or self.settings.kafka.rejoin_after_s is None:
+            # Off by default: with more daemons than partitions, having none is legitimate and
+            # a rebuild would force a group-wide rebalance.
             self._unassigned_since = None
             return
         now = time.monotonic()
