@@ -1,0 +1,78 @@
+"""A corrupt newest checkpoint is skipped with a warning and the daemon resumes from the one before.
+
+The daemon stops mid-stream with several checkpoints on disk; a file of the newest one is
+truncated. On restart the daemon must say which checkpoint it skipped, resume from the
+previous one, replay the inputs after it and still learn every label exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import pytest
+
+from daemon_harness import (
+    Stream,
+    assert_learned_exactly_once,
+    checkpoint_offsets,
+    covers,
+    daemons,  # noqa: F401 - fixture
+    end_offsets,
+    make_topics,
+    newest_checkpoint,
+    produce_stream,
+    scored_ids,
+    write_config,
+)
+from fraudstream.daemon.checkpoint import CheckpointStore
+
+pytestmark = pytest.mark.kafka
+
+
+def test_a_truncated_checkpoint_is_skipped_and_the_previous_one_resumed(kafka_bootstrap, unique_topic, daemons, tmp_path):
+    stream = Stream.simulated(customers=300, terminals=600, days=40, seed=21)
+    topics = make_topics(unique_topic, 2, 2)
+    produce_stream(kafka_bootstrap, topics, stream)
+    ends = end_offsets(kafka_bootstrap, topics.inputs)
+    checkpoints = tmp_path / "checkpoints"
+    config = write_config(
+        tmp_path / "run.yaml", kafka_bootstrap, topics, f"corrupt-{uuid.uuid4().hex[:8]}", checkpoints,
+        checkpoints={"every_seconds": 1.0, "keep": 5},
+    )
+    store = CheckpointStore(checkpoints)
+
+    def two_with_every_partition():
+        # the checkpoint resumed after the corruption covers every input partition, so the
+        # restart depends on checkpointed offsets only (see the report on committed offsets)
+        valid = [i for i in store.list() if i.valid]
+        return len(valid) >= 2 and all(len(checkpoint_offsets(i)) == len(ends) for i in valid[:2])
+
+    first = daemons.start(config, "first")
+    first.wait_until(two_with_every_partition, timeout=240, what="two checkpoints covering every partition")
+    assert first.terminate() == 0, first.tail()
+
+    newest, previous = [i for i in store.list() if i.valid][:2]
+    assert newest.meta["reason"] == "stop"
+    assert not covers(newest, ends), "the stream was finished before the stop; nothing left to resume"
+    victim = newest.path / "model.keras"
+    os.truncate(victim, victim.stat().st_size // 2)
+
+    second = daemons.start(config, "second")
+    second.wait_for_log(rf"skipping corrupt checkpoint {re.escape(str(newest.path))}", timeout=180)
+    second.wait_for_log(rf"resumed from checkpoint {previous.name}\b", timeout=180)
+
+    def caught_up():
+        info = newest_checkpoint(checkpoints)
+        return info if info is not None and covers(info, ends) else None
+
+    info = second.wait_until(caught_up, timeout=300, what="a checkpoint at the end offsets of both inputs")
+    assert info.seq > newest.seq
+    assert_learned_exactly_once(info, stream.label_ids)
+    assert second.terminate() == 0, second.tail()
+    assert_learned_exactly_once(newest_checkpoint(checkpoints), stream.label_ids)
+
+    missing = set(stream.tx_ids) - set(scored_ids(kafka_bootstrap, topics.scores))
+    assert not missing, f"{len(missing)} transactions never scored"
+    daemons.assert_none_running()
