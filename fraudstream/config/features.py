@@ -61,6 +61,12 @@ def _check_days(days: tuple[float, ...]) -> tuple[float, ...]:
     return days
 
 
+def _check_stats(stats: tuple[str, ...]) -> tuple[str, ...]:
+    if not stats or len(set(stats)) != len(stats):
+        raise ValueError("stats must be a non-empty list without repeats")
+    return stats
+
+
 class EventWindows(Section):
     """Count, sum or mean of ``field`` over the entity's events in ``(t - w, t]``.
 
@@ -81,9 +87,7 @@ class EventWindows(Section):
     @field_validator("stats")
     @classmethod
     def _stats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError("stats must be a non-empty list without repeats")
-        return v
+        return _check_stats(v)
 
 
 class LabelWindows(Section):
@@ -107,9 +111,7 @@ class LabelWindows(Section):
     @field_validator("stats")
     @classmethod
     def _stats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError("stats must be a non-empty list without repeats")
-        return v
+        return _check_stats(v)
 
     @field_validator("delay_days")
     @classmethod
