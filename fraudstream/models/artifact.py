@@ -6,7 +6,8 @@ A directory, so each part stays in an open format a reviewer can inspect::
     features.json     feature spec, feature names and fitted feature state (normaliser ...)
     features.npz      the state's arrays, when it has any (loaded with allow_pickle=False)
     metadata.json     schema version, model version, library versions, data range,
-                      hyperparameters, validation metrics
+                      hyperparameters, validation metrics, and the training rows'
+                      feature histograms (``drift_reference``, the daemon's PSI reference)
     MANIFEST.json     sha256 and size of every file above
 
 Saving writes everything into a temporary sibling directory, fsyncs it, and renames it into
@@ -142,6 +143,11 @@ class Artifact:
     def n_inputs(self) -> int:
         return int(self.metadata["n_inputs"])
 
+    @property
+    def drift_reference(self) -> dict[str, Any] | None:
+        """Feature histograms of the training rows (None in artifacts saved without them)."""
+        return self.metadata.get("drift_reference")
+
     def scorer(self) -> Scorer:
         """A numpy scorer over this artifact's model."""
         return Scorer(self.model)
@@ -170,10 +176,14 @@ def save_artifact(
     feature_names: list[str],
     metrics: dict[str, float] | None = None,
     data: dict[str, Any] | None = None,
+    drift_reference: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write an artifact directory atomically; returns its path.
+
+    ``drift_reference`` (from :meth:`fraudstream.models.training.Dataset.drift_reference`)
+    must name the model's features in order: the daemon compares the rows it scores with it.
 
     Steps, in this order, so a crash at any point leaves the previous artifact (or none):
     1. write every file into ``.<name>.tmp-<id>`` next to the target;
@@ -185,6 +195,10 @@ def save_artifact(
     n_inputs = int(model.inputs[0].shape[-1])
     if len(feature_names) != n_inputs:
         raise ValueError(f"{len(feature_names)} feature names for a model with {n_inputs} inputs")
+    if drift_reference is not None:
+        reference_names = [f.get("name") for f in drift_reference.get("features", [])]
+        if reference_names != list(feature_names):
+            raise ValueError(f"drift reference features {reference_names} differ from {list(feature_names)}")
     if path.exists() and not overwrite:
         raise ArtifactExists(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,6 +229,8 @@ def save_artifact(
             "data": _encode(data or {}, {}, "data"),
             "metrics": _encode(metrics or {}, {}, "metrics"),
         }
+        if drift_reference is not None:
+            meta["drift_reference"] = _encode(drift_reference, {}, "drift_reference")
         if extra:
             meta.update(_encode(extra, {}, "extra"))
         _write_json(tmp / METADATA_FILE, meta)

@@ -22,12 +22,14 @@ import numpy as np
 import pandas as pd
 
 from fraudstream.config.model import ModelParams, SplitParams
+from fraudstream.config.settings import MonitoringSettings
 from fraudstream.models import evaluation
 from fraudstream.models.builder import build_model, fraud_weight
 from fraudstream.models.exceptions import TrainingDataInvalid
 from fraudstream.models.scorer import Scorer
 
 DAY = pd.Timedelta(days=1)
+DEFAULT_PSI_BINS = MonitoringSettings.model_fields["drift_psi_bins"].default
 
 
 # -- the time split ------------------------------------------------------------------------
@@ -111,6 +113,20 @@ class Dataset:
     split: TimeSplit | None = None
     pipeline: Any = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    def drift_reference(self, bins: int = DEFAULT_PSI_BINS) -> dict[str, Any]:
+        """Histogram of each feature over the training rows, for the daemon's PSI.
+
+        Built from the normalised matrix because the daemon computes PSI on the rows it
+        scores, which are normalised with the same fitted normaliser; a reference in raw
+        units would make every feature look drifted. ``bins`` is
+        ``monitoring.drift_psi_bins``.
+        """
+        # Imported here: the PSI binning is monitoring's, and models must not load river
+        # and the rest of monitoring just to be imported.
+        from fraudstream.monitoring.drift import reference_from
+
+        return reference_from(self.X_train, bins, list(self.feature_names))
 
 
 def _timestamps(column: pd.Series, epoch_unit: str = "s") -> pd.DatetimeIndex:
@@ -382,6 +398,7 @@ def train_offline(
         feature_names=data.feature_names,
         metrics=result.metrics,
         data=info,
+        drift_reference=data.drift_reference(settings.monitoring.drift_psi_bins),
         extra={"history": result.history},
         overwrite=overwrite,
     )

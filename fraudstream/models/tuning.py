@@ -356,6 +356,7 @@ def run_search(
             feature_names=data.feature_names,
             metrics=metrics,
             data=dict(data.info, best_epoch=best.best_epoch),
+            drift_reference=data.drift_reference(),
             extra={"tuning": {"strategy": strategy, "trial_id": best.trial_id, "trials": len(rows)}},
             overwrite=True,
         )

@@ -204,3 +204,16 @@ def test_state_that_needs_pickle_is_refused(tmp_path):
         save_artifact(tmp_path / "y", trained_model(), params=PARAMS, feature_spec=FeatureSpec(),
                       feature_state={}, feature_names=NAMES[:3])
     assert not list(tmp_path.iterdir())
+
+
+def test_drift_reference_round_trip_and_must_name_the_model_features(tmp_path):
+    from fraudstream.monitoring.drift import reference_from
+
+    X = np.random.default_rng(6).normal(size=(400, 5))
+    reference = reference_from(X, bins=5, names=NAMES)
+    art = load_artifact(save(tmp_path / "art", drift_reference=reference))
+    assert art.drift_reference == reference
+    assert load_artifact(save(tmp_path / "plain")).drift_reference is None
+    with pytest.raises(ValueError, match="drift reference"):
+        save(tmp_path / "bad", drift_reference=reference_from(X, bins=5, names=NAMES[::-1]))
+    assert not (tmp_path / "bad").exists()

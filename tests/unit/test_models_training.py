@@ -184,3 +184,37 @@ def test_fit_refuses_hopeless_data():
     with pytest.raises(TrainingDataInvalid):
         fit_model(ModelParams(epochs=1), X, y, valid)
     assert keras.__version__.startswith("3")
+
+
+def test_trained_artifact_carries_the_psi_reference_the_daemon_uses(tmp_path):
+    """``train`` stores the training rows' feature histograms; the daemon's pipeline reads
+    them. They are taken in the normalised space the daemon scores (and computes PSI) in."""
+    from fraudstream.config import load_settings
+    from fraudstream.daemon.pipeline import Pipeline
+    from fraudstream.models.artifact import load_artifact
+    from fraudstream.models.training import train_offline
+    from fraudstream.monitoring.drift import psi
+
+    settings = load_settings(
+        None,
+        model={"epochs": 1, "split": {"train_days": 15, "delay_days": 5}},
+        monitoring={"drift_psi_bins": 8},
+    )
+    events = synthetic_events(days=30, per_day=60)
+    report = train_offline(events, settings, tmp_path / "art")
+    art = load_artifact(report.artifact)
+    reference = art.drift_reference
+    assert reference is not None
+    assert [f["name"] for f in reference["features"]] == art.feature_names
+    assert reference["rows"] == report.data["train_rows"]
+    assert max(len(f["proportions"]) for f in reference["features"]) == 8
+
+    # the training rows as the daemon would score them match the reference exactly; the
+    # same rows in raw units do not (the amount alone sits far off the normalised bins)
+    data = prepare_dataset(events, settings.features, settings.model.split)
+    assert np.all(psi(reference, data.X_train) < 1e-9)
+    raw = data.pipeline.transform_many(events)[: data.X_train.shape[0]]
+    assert psi(reference, raw)[art.feature_names.index("amount")] > 1.0
+
+    pipeline = Pipeline.create(settings, report.artifact)
+    assert pipeline.drift_reference == reference

@@ -50,6 +50,7 @@ def test_random_search_resumes_and_names_the_best(tmp_path, data, count_fits):
     assert np.isfinite(learner.learn_many(data.X_train[:64], data.y_train[:64]))
     assert art.metadata["metrics"]["average_precision"] == pytest.approx(aps[0], abs=1e-6)
     assert art.metadata["tuning"]["trial_id"] == second.best_trial
+    assert [f["name"] for f in art.drift_reference["features"]] == data.feature_names  # for PSI
     best_hp = {k: v for k, v in rows[0].items() if k in tuning.SPACE_FIELDS}
     assert art.params.optimizer == best_hp["optimizer"]
     assert art.params.n_layers == int(best_hp["n_layers"])
