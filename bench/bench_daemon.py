@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -67,6 +67,34 @@ def produce(bootstrap: str, events: list[tuple[str, bytes, bytes]], rate: float 
     return time.perf_counter() - start
 
 
+def produce_paced(bootstrap: str, events: list, rate: float, out: Path) -> None:
+    """Load generator process: ``produce`` at ``rate``; writes each transaction's send time."""
+    sent_at: dict[str, float] = {}
+    seconds = produce(bootstrap, events, rate=rate, sent_at=sent_at)
+    out.write_text(json.dumps({"seconds": seconds, "sent_at": sent_at}))
+
+
+def read_new_scores(bootstrap: str, topic: str, expected: int, timeout_s: float, out: Path) -> None:
+    """Score reader process: arrival time of each score produced after it started."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=5)
+    partitions = None
+    while not partitions:
+        partitions = consumer.partitions_for_topic(topic)
+    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+    consumer.seek_to_end()
+    for tp in consumer.assignment():
+        consumer.position(tp)  # resolve the end offsets now, before the live traffic starts
+    arrivals: dict[str, float] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(arrivals) < expected and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=100).values():
+            now = time.time()
+            for r in records:
+                arrivals.setdefault(orjson.loads(r.value)["transaction_id"], now)
+    consumer.close()
+    out.write_text(json.dumps(arrivals))
+
+
 def stream(customers: int, days: int, seed: int, tx_topic: str, label_topic: str, split_day: int | None = None):
     """Merged transaction and label events; with ``split_day``, (before, from) that day."""
     sim = simulate(SimulatorSettings(customers=customers, terminals=2 * customers), days=days, seed=seed)
@@ -83,10 +111,11 @@ def stream(customers: int, days: int, seed: int, tx_topic: str, label_topic: str
     return (before, out) if split_day is not None else out
 
 
-def start_daemon(bootstrap: str, topics: dict[str, str], workdir: Path, group: str) -> subprocess.Popen:
+def start_daemon(bootstrap: str, topics: dict[str, str], workdir: Path, group: str,
+                 checkpoint_seconds: float = 60) -> subprocess.Popen:
     config = {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "topics": topics, "rejoin_after_s": 15},
-        "checkpoints": {"directory": str(workdir / group), "every_seconds": 30, "every_steps": 1000},
+        "checkpoints": {"directory": str(workdir / group), "every_seconds": checkpoint_seconds},
         "monitoring": {"port": 0},
     }
     path = workdir / f"{group}.yaml"
@@ -158,9 +187,14 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=os.environ.get("FRAUDSTREAM_BENCH_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--customers", type=int, default=5000)
     parser.add_argument("--days", type=int, default=10, help="simulated days of backlog (~10k tx/day)")
-    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--latency-seconds", type=float, default=60.0,
+                        help="length of the paced run; at least a checkpoint interval, so checkpoints count")
     parser.add_argument("--rate", type=float, default=5000.0, help="offered load for the latency run, tx/s")
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--checkpoint-seconds", type=float, default=60.0,
+                        help="the daemon's checkpoints.every_seconds (every_steps keeps its default)")
+    parser.add_argument("--skip-throughput", action="store_true", help="only the latency run")
+    parser.add_argument("--skip-latency", action="store_true", help="only the throughput run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "daemon.json")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:6]
@@ -168,56 +202,67 @@ def main() -> None:
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "args": vars(args) | {"out": str(args.out)}}
 
     # 1. throughput on a backlog, and the pass-through baseline on the same transactions
-    topics = {k: f"bench-{run}-{k}" for k in ("transactions", "labels", "scores", "dlq")}
-    create_topics(args.bootstrap, list(topics.values()) + [f"bench-{run}-copy"], args.partitions)
-    events = stream(args.customers, args.days, 1, topics["transactions"], topics["labels"])
-    n_tx = sum(1 for e in events if e[3] is not None)
-    produce(args.bootstrap, events)
-    print(f"backlog: {n_tx:,} transactions and {len(events) - n_tx:,} label events")
-    baseline = pass_through(args.bootstrap, topics["transactions"], f"bench-{run}-copy", n_tx, 500)
-    print(f"pass-through baseline: {baseline:,.0f} records/s")
-    proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-a")
-    try:
-        got, first, last = count_scores(args.bootstrap, topics["scores"], n_tx, timeout_s=900)
-    finally:
-        stop(proc)
-    daemon_tx_s = got / (last - first) if got and last > first else 0.0
-    events_s = daemon_tx_s * len(events) / n_tx
-    print(f"daemon: {got:,} transactions scored, {daemon_tx_s:,.0f} tx/s ({events_s:,.0f} events/s incl. labels, "
-          f"learning on); ratio to pass-through {daemon_tx_s / baseline:.2f} (tx) / {events_s / baseline:.2f} (events)")
-    report["throughput"] = {"transactions": got, "daemon_tx_per_s": daemon_tx_s, "daemon_events_per_s": events_s,
-                            "pass_through_records_per_s": baseline, "ratio_tx": daemon_tx_s / baseline,
-                            "ratio_events": events_s / baseline}
+    if not args.skip_throughput:
+        topics = {k: f"bench-{run}-{k}" for k in ("transactions", "labels", "scores", "dlq")}
+        create_topics(args.bootstrap, list(topics.values()) + [f"bench-{run}-copy"], args.partitions)
+        events = stream(args.customers, args.days, 1, topics["transactions"], topics["labels"])
+        n_tx = sum(1 for e in events if e[3] is not None)
+        produce(args.bootstrap, events)
+        print(f"backlog: {n_tx:,} transactions and {len(events) - n_tx:,} label events")
+        baseline = pass_through(args.bootstrap, topics["transactions"], f"bench-{run}-copy", n_tx, 500)
+        print(f"pass-through baseline: {baseline:,.0f} records/s")
+        proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-a")
+        try:
+            got, first, last = count_scores(args.bootstrap, topics["scores"], n_tx, timeout_s=900)
+        finally:
+            stop(proc)
+        daemon_tx_s = got / (last - first) if got and last > first else 0.0
+        events_s = daemon_tx_s * len(events) / n_tx
+        print(f"daemon: {got:,} transactions scored, {daemon_tx_s:,.0f} tx/s ({events_s:,.0f} events/s incl. labels, "
+              f"learning on); ratio to pass-through {daemon_tx_s / baseline:.2f} (tx) / {events_s / baseline:.2f} (events)")
+        report["throughput"] = {"transactions": got, "daemon_tx_per_s": daemon_tx_s, "daemon_events_per_s": events_s,
+                                "pass_through_records_per_s": baseline, "ratio_tx": daemon_tx_s / baseline,
+                                "ratio_events": events_s / baseline}
 
     # 2. latency at a fixed offered load: 7 days of backlog first (so labels flow and the
-    #    daemon learns), then the following days paced at --rate events/s
-    topics = {k: f"bench-{run}-lat-{k}" for k in ("transactions", "labels", "scores", "dlq")}
-    create_topics(args.bootstrap, list(topics.values()), args.partitions)
-    live_days = max(1, int(np.ceil(args.rate * args.latency_seconds / (args.customers * 4))))
-    backlog, live = stream(args.customers, 7 + live_days, 2, topics["transactions"], topics["labels"], split_day=7)
-    live = live[: int(args.rate * args.latency_seconds)]
-    proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-b")
-    sent_at: dict[str, float] = {}
-    arrivals: dict[str, float] = {}
-    try:
-        produce(args.bootstrap, backlog)
-        n_backlog = sum(1 for e in backlog if e[3] is not None)
-        count_scores(args.bootstrap, topics["scores"], n_backlog, timeout_s=600)
-        n_live = sum(1 for e in live if e[3] is not None)
-        reader = threading.Thread(target=count_scores,
-                                  args=(args.bootstrap, topics["scores"], n_backlog + n_live, 600, arrivals))
-        reader.start()
-        seconds = produce(args.bootstrap, live, rate=args.rate, sent_at=sent_at)
-        reader.join()
-    finally:
-        stop(proc)
-    lat = np.array([arrivals[t] - sent_at[t] for t in sent_at if t in arrivals]) * 1000
-    offered = len(live) / seconds
-    p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if lat.size else (float("nan"),) * 2
-    print(f"latency at {offered:,.0f} events/s offered (transactions and labels, learning on): "
-          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat.max():.1f} ms ({lat.size:,} of {len(sent_at):,} scored)")
-    report["latency"] = {"offered_events_per_s": offered, "p50_ms": p50, "p99_ms": p99, "max_ms": float(lat.max()),
-                         "scored": int(lat.size), "sent": len(sent_at)}
+    #    daemon learns), then the following days paced at --rate events/s. The load generator
+    #    and the score reader are processes of their own, so neither one's work (nor the GIL
+    #    they would share) delays the other's clock.
+    if not args.skip_latency:
+        topics = {k: f"bench-{run}-lat-{k}" for k in ("transactions", "labels", "scores", "dlq")}
+        create_topics(args.bootstrap, list(topics.values()), args.partitions)
+        live_days = max(1, int(np.ceil(args.rate * args.latency_seconds / (args.customers * 4))))
+        backlog, live = stream(args.customers, 7 + live_days, 2, topics["transactions"], topics["labels"], split_day=7)
+        live = live[: int(args.rate * args.latency_seconds)]
+        proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-b", args.checkpoint_seconds)
+        spawn = multiprocessing.get_context("spawn")
+        try:
+            produce(args.bootstrap, backlog)
+            n_backlog = sum(1 for e in backlog if e[3] is not None)
+            count_scores(args.bootstrap, topics["scores"], n_backlog, timeout_s=600)
+            n_live = sum(1 for e in live if e[3] is not None)
+            arrivals_file, sent_file = workdir / "arrivals.json", workdir / "sent.json"
+            reader = spawn.Process(target=read_new_scores, args=(args.bootstrap, topics["scores"], n_live, 600, arrivals_file))
+            reader.start()
+            time.sleep(3)  # the reader has its partitions and end offsets before the first live event
+            producer = spawn.Process(target=produce_paced, args=(args.bootstrap, live, args.rate, sent_file))
+            producer.start()
+            producer.join()
+            reader.join()
+        finally:
+            stop(proc)
+        sent = json.loads(sent_file.read_text())
+        arrivals = json.loads(arrivals_file.read_text())
+        lat = np.array([arrivals[t] - sent["sent_at"][t] for t in sent["sent_at"] if t in arrivals]) * 1000
+        offered = len(live) / sent["seconds"]
+        p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if lat.size else (float("nan"),) * 2
+        print(f"latency at {offered:,.0f} events/s offered (transactions and labels, learning on, checkpoint every "
+              f"{args.checkpoint_seconds:g} s): p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat.max():.1f} ms "
+              f"({lat.size:,} of {len(sent['sent_at']):,} scored)")
+        report["latency"] = {"offered_events_per_s": offered, "p50_ms": p50, "p90_ms": np.percentile(lat, 90),
+                             "p99_ms": p99, "p999_ms": np.percentile(lat, 99.9), "max_ms": float(lat.max()),
+                             "scored": int(lat.size), "sent": len(sent["sent_at"])}
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float))
     print(f"wrote {args.out}")

@@ -51,10 +51,6 @@ def settings_from(path: Path | None) -> Settings:
         fail(str(exc))
 
 
-def not_built(command: str) -> NoReturn:
-    fail(f"'fraudstream {command}' is not built yet", code=3)
-
-
 # --- config -------------------------------------------------------------------------------
 
 
@@ -327,14 +323,22 @@ def replay(
     label_delay: Annotated[str, typer.Option(help="derive label events from the inline label column, this much later (e.g. 7d)")] = "7d",
     config: ConfigOption = None,
     artifact: ArtifactOption = None,
+    drift_action: Annotated[
+        Optional[str], typer.Option(help="none | checkpoint | adapt: what a drift detection does (default: monitoring.drift_action)")
+    ] = None,
     log_level: LogLevel = "warning",
 ) -> None:
-    """Run the daemon's loop over files, as fast as possible, for backtests (prequential report)."""
+    """Run the daemon's loop over files, as fast as possible, for backtests (prequential report, drift detections)."""
     setup_logging(log_level)
     settings = settings_from(config)
+    if drift_action is not None:
+        if drift_action not in ("none", "checkpoint", "adapt"):
+            fail(f"--drift-action: expected none, checkpoint or adapt, got {drift_action!r}")
+        settings = settings.model_copy(update={"monitoring": settings.monitoring.model_copy(update={"drift_action": drift_action})})
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fraudstream.daemon.replay import run_replay, write_report
+    from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 
     with Progress(
         TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -347,13 +351,19 @@ def replay(
                             info=f"steps {pipeline.trainer.steps}, learned {pipeline.trainer.rows_learned}")
 
         try:
-            result, _ = run_replay(settings, data, labels, label_delay, artifact, on_batch)
+            monitor = DaemonMonitor(settings, serve=False)  # the daemon's drift detection and action
+            result, _ = run_replay(settings, data, labels, label_delay, artifact, on_batch, monitor)
         except FraudstreamError as exc:
             fail(str(exc))
     report = write_report(result, out)
     for name in ("overall", "last_28_days"):
         m = report[name]
         typer.echo(f"{name}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
+    found: dict[str, int] = {}
+    for d in result.detections:
+        found[d["detector"]] = found.get(d["detector"], 0) + 1
+    typer.echo(f"drift detections (action {settings.monitoring.drift_action}): "
+               + (", ".join(f"{k}={v}" for k, v in found.items()) or "none"))
     typer.echo(f"wrote {out}/scores.csv, report.json, report.md, rolling_ap.png")
 
 
@@ -475,10 +485,109 @@ def checkpoints_prune(
     typer.echo(f"removed {len(removed)} checkpoint(s)")
 
 
+def _fmt_ap(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 @model_app.command("list")
-def model_list() -> None:
-    """List model versions."""
-    not_built("model list")
+def model_list(directory: CheckpointDir = None, config: ConfigOption = None) -> None:
+    """List the model versions kept in checkpoints: which one serves, each one's metrics."""
+    from rich.table import Table
+
+    from fraudstream.daemon.lifecycle import read_ack, read_request, stored_versions
+
+    store = _checkpoint_store(directory, config)
+    versions = stored_versions(store)
+    if not versions:
+        fail(f"no valid checkpoint in {store.directory}")
+    newest = store.latest_valid()
+    lifecycle = newest.meta.get("lifecycle") if newest is not None else None
+    serving = lifecycle["champion_version"] if lifecycle else newest.meta.get("model_version")
+    table = Table("version", "role", "checkpoints", "champion AP", "challenger AP", "rows",
+                  caption="the champion serves; AP over the last labelled rows, as of that checkpoint")
+    for version in sorted(versions, reverse=True):
+        held = versions[version]
+        role = "champion" if version == serving else (
+            "challenger" if lifecycle and version == newest.meta.get("model_version") else "")
+        info, _ = held[0]
+        window = (info.meta.get("lifecycle") or {}).get("window") or {}
+        table.add_row(
+            str(version), role, ", ".join(sorted({i.name for i, _ in held})),
+            _fmt_ap((window.get("champion") or {}).get("average_precision")),
+            _fmt_ap((window.get("challenger") or {}).get("average_precision")),
+            str(window.get("rows", "-")),
+        )
+    console = Console()
+    console.print(table)
+    if lifecycle:
+        console.print(f"promotions {lifecycle['promotions']}, rollbacks {lifecycle['rollbacks']} "
+                      f"(as of {newest.name})", highlight=False)
+        for event in lifecycle.get("last_events", []):
+            console.print(f"  {event['at']} {event['action']} ({event['trigger']}): champion "
+                          f"{event['champion_before']} -> {event['champion_after']}, challenger "
+                          f"{event['challenger_version']}; {event['reason']}", highlight=False)
+    else:
+        console.print("lifecycle off in the newest checkpoint: the learner serves its own scores", highlight=False)
+    try:
+        waiting = read_request(store.directory)
+    except FraudstreamError as exc:
+        waiting = None
+        console.print(f"[red]unreadable request:[/] {exc}", highlight=False)
+    if waiting is not None:
+        console.print(f"waiting request: {waiting.describe()} ({waiting.requested_at})", highlight=False)
+    ack = read_ack(store.directory)
+    if ack is not None:
+        console.print(f"last request: {ack.get('action')} to {ack.get('to_version') or 'the challenger'}: "
+                      f"{ack.get('status')} at {ack.get('handled_at')} ({ack.get('message')})", highlight=False)
+
+
+def _request_model_change(action: str, to: int | None, directory: Path | None, config: Path | None,
+                          wait: float) -> None:
+    from fraudstream.daemon.lifecycle import read_ack, stored_versions, write_request
+
+    store = _checkpoint_store(directory, config)
+    if to is not None and to not in stored_versions(store):
+        known = ", ".join(map(str, sorted(stored_versions(store)))) or "none"
+        fail(f"model version {to} is in no valid checkpoint in {store.directory}; known versions: {known}")
+    request = write_request(store.directory, action, to)
+    typer.echo(f"requested: {request.describe()} (a running daemon applies it within a second or so; "
+               "otherwise the next start does)")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        ack = read_ack(store.directory)
+        if ack is not None and ack.get("id") == request.id:
+            typer.echo(f"{ack['status']}: {ack['message']}")
+            if ack["status"] != "applied":
+                raise typer.Exit(1)
+            return
+        time.sleep(0.2)
+    if wait > 0:
+        fail(f"no answer within {wait:g}s: is a daemon running on {store.directory}?", code=1)
+
+
+WaitOption = Annotated[float, typer.Option("--wait", min=0.0, help="seconds to wait for the daemon's answer (0: don't)")]
+
+
+@model_app.command("promote")
+def model_promote(
+    to: Annotated[Optional[int], typer.Option("--to", help="version to serve (default: the current challenger)")] = None,
+    directory: CheckpointDir = None,
+    config: ConfigOption = None,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Serve the challenger now, or a version kept in a checkpoint (the learner keeps learning)."""
+    _request_model_change("promote", to, directory, config, wait)
+
+
+@model_app.command("rollback")
+def model_rollback(
+    to: Annotated[int, typer.Option("--to", help="version to serve and to restart learning from")],
+    directory: CheckpointDir = None,
+    config: ConfigOption = None,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Serve a version kept in a checkpoint and reset the learner to it."""
+    _request_model_change("rollback", to, directory, config, wait)
 
 
 def main() -> None:  # pragma: no cover - thin wrapper for `python -m`

@@ -3,6 +3,7 @@
 from fraudstream.config.settings import (
     CheckpointSettings,
     KafkaSettings,
+    LifecycleSettings,
     MonitoringSettings,
     Settings,
     Thresholds,
@@ -15,6 +16,7 @@ from fraudstream.config.settings import (
 __all__ = [
     "CheckpointSettings",
     "KafkaSettings",
+    "LifecycleSettings",
     "MonitoringSettings",
     "Settings",
     "Thresholds",

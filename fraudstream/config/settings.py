@@ -90,9 +90,33 @@ class TrainingSettings(Section):
     pending_ttl_days: float = Field(30.0, gt=0, description="event-time days a row waits")
 
 
+class LifecycleSettings(Section):
+    """Champion / challenger: the served model and the online learner, both scored on every
+    transaction; the learner replaces the served model only when it ranks frauds better.
+
+    Off, the learner serves every score itself (each training step is live at once).
+    """
+
+    enabled: bool = False
+    window: int = Field(10_000, ge=10, description="last N labelled rows the two models are compared on")
+    min_labels: int = Field(5_000, ge=10, description="rows in the window before any decision")
+    promote_margin: float = Field(
+        0.02, ge=0.0, le=1.0, description="challenger AP must beat the champion's by this to be promoted"
+    )
+    rollback_margin: float = Field(
+        0.05, ge=0.0, le=1.0, description="challenger AP this far below the champion's: reset it to the champion"
+    )
+
+    @model_validator(mode="after")
+    def _min_labels_fit(self) -> LifecycleSettings:
+        if self.min_labels > self.window:
+            raise ValueError("min_labels must not exceed window")
+        return self
+
+
 class CheckpointSettings(Section):
     directory: Path = Path("checkpoints")
-    every_steps: int = Field(200, ge=1)
+    every_steps: int = Field(1000, ge=1)
     every_seconds: float = Field(60.0, gt=0)
     keep: int = Field(3, ge=1)
 
@@ -111,7 +135,7 @@ class MonitoringSettings(Section):
     ap_alert_threshold: float = Field(
         0.2, ge=0.0, le=1.0, description="exported for the 'average precision low' alert rule"
     )
-    drift_adwin_delta: float = Field(0.002, gt=0.0, lt=1.0, description="ADWIN on log loss")
+    drift_adwin_delta: float = Field(1e-4, gt=0.0, lt=1.0, description="ADWIN on log loss")
     drift_page_hinkley_threshold: float = Field(50.0, gt=0.0, description="lambda, score mean")
     drift_page_hinkley_min_instances: int = Field(1_000, ge=1)
     drift_page_hinkley_delta: float = Field(0.005, ge=0.0)
@@ -131,6 +155,12 @@ class MonitoringSettings(Section):
         0.8, ge=0.0, le=1.0, description="mini-batch share of fresh rows while adapting"
     )
     drift_adapt_steps: int = Field(200, ge=1, description="training steps the adaptation lasts")
+    drift_adapt_replay_keep: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of the replay reservoir kept when adapting starts"
+    )
+    drift_adapt_forget: Literal["legit", "all"] = Field(
+        "all", description="reservoir rows the adaptation may drop: legitimate ones only, or all"
+    )
     api_token: SecretStr | None = Field(
         None, description="bearer token the /v1 scoring API requires; none: no auth (bind 127.0.0.1)"
     )
@@ -154,6 +184,7 @@ class Settings(BaseSettings):
     model: ModelParams = ModelParams()
     thresholds: Thresholds = Thresholds()
     training: TrainingSettings = TrainingSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     checkpoints: CheckpointSettings = CheckpointSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     simulator: SimulatorSettings = SimulatorSettings()

@@ -7,7 +7,7 @@ checkpoint is durable.
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import threading
 import time
@@ -15,9 +15,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.future import Future
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from fraudstream.config import KafkaSettings
@@ -285,6 +287,13 @@ class KafkaSource:
         self.consumer.close(autocommit=False, timeout_ms=10_000)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def key_hash(key: bytes) -> int:
+    """The default partitioner's hash of a key (Kafka's murmur2, positive), cached: in
+    kafka-python it is pure Python and costs more than the rest of choosing a partition."""
+    return murmur2(key) & 0x7FFFFFFF
+
+
 class KafkaSink:
     """Produces scores and DLQ records; ``flush`` makes them durable before a commit."""
 
@@ -315,7 +324,7 @@ class KafkaSink:
         for the producer raises ``SinkFailed``.
         """
         try:
-            future = self.producer.send(topic, value=value, key=key, headers=headers)
+            future = self.producer.send(topic, value=value, key=key, headers=headers, partition=self._partition(topic, key))
         except MessageSizeTooLargeError as exc:
             if if_too_large is None:
                 raise SinkFailed(f"{len(value)}-byte record for {topic} is too large: {exc}") from exc
@@ -323,6 +332,16 @@ class KafkaSink:
             value, if_too_large = if_too_large, None
             future = self.producer.send(topic, value=value, key=key, headers=headers)
         future.add_errback(self._failed, topic, key, len(value), if_too_large)
+
+    def _partition(self, topic: str, key: bytes | None) -> int | None:
+        """The partition Kafka's default partitioner gives ``key`` (None: let the producer
+        choose, for a key-less record or a topic whose metadata is not known yet)."""
+        if key is None:
+            return None
+        partitions = self.producer._metadata.partitions_for_topic(topic)  # noqa: SLF001 - a set lookup
+        if not partitions:
+            return None
+        return key_hash(key) % len(partitions)  # partitions are numbered 0..n-1
 
     def _failed(self, topic: str, key: bytes | None, size: int, smaller: bytes | None, exc: BaseException) -> None:
         # Runs on the producer's I/O thread once the error is final (retries are unbounded).
@@ -335,8 +354,8 @@ class KafkaSink:
 
     def send_json(self, topic: str, event: dict, key: bytes | None = None, if_too_large: dict | None = None) -> None:
         self.send(
-            topic, json.dumps(event, separators=(",", ":")).encode(), key,
-            if_too_large=None if if_too_large is None else json.dumps(if_too_large, separators=(",", ":")).encode(),
+            topic, orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY), key,
+            if_too_large=None if if_too_large is None else orjson.dumps(if_too_large, option=orjson.OPT_SERIALIZE_NUMPY),
         )
 
     def flush(self, timeout_s: float = 60.0) -> None:

@@ -4,9 +4,11 @@ One thread owns the loop. kafka-python runs rebalance callbacks on its I/O threa
 hand their work to a worker thread that takes the same lock as the loop, so a revocation
 checkpoints between two batches, never inside one.
 
-Order of a checkpoint (see :mod:`fraudstream.daemon.checkpoint`): flush the producer (scores
-and DLQ records of every processed input are acknowledged), write the state and offsets
-atomically, and only then commit the offsets to Kafka. A crash at any point replays the
+Order of a checkpoint (see :mod:`fraudstream.daemon.checkpoint`): copy the state and the
+offsets between two batches; then, on a writer thread while the loop scores on, flush the
+producer (scores and DLQ records of every processed input are acknowledged) and write the
+copy atomically; only then does the loop commit the offsets to Kafka. Training steps run on
+a thread of their own (:mod:`fraudstream.daemon.learning`), so no batch waits for one. A crash at any point replays the
 inputs after the last durable checkpoint: their scores may be produced twice, but their
 labels are learned exactly once, because the learner's state is rolled back with them.
 """
@@ -14,11 +16,14 @@ labels are learned exactly once, because the learner's state is rolled back with
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import logging
 import signal
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from fraudstream.consumers.exceptions import SinkFailed
 from fraudstream.consumers.kafka import KafkaSink, KafkaSource
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
+from fraudstream.daemon.lifecycle import ModelRequests
 from fraudstream.daemon.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,19 @@ def trimmed_dlq_record(dead: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def freeze_heap() -> None:
+    """Collect, then exempt every surviving object from later cyclic collections.
+
+    TensorFlow and Keras leave millions of long-lived objects; a full (generation 2)
+    collection walks them all and stops the loop for about half a second. Frozen objects
+    are still freed by reference counting; only cycles among them would outlive the
+    process, and the daemon's own long-lived state holds none. Run at start and after each
+    checkpoint, when the loop pauses anyway, so full collections only walk what is newer.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class Daemon:
     """``fraudstream run``: the Kafka loop around a :class:`Pipeline`."""
 
@@ -65,6 +84,8 @@ class Daemon:
         self.lock = threading.RLock()
         self.assigned: set[tuple[str, int]] = set()
         self.checkpoints_written = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fraudstream-checkpoint")
+        self._writing: tuple | None = None  # (future, offsets, reason, started, capture seconds)
         self._steps_at_checkpoint = self.pipeline.trainer.steps
         self._last_checkpoint = time.monotonic()
         topics = settings.kafka.topics
@@ -74,6 +95,7 @@ class Daemon:
         self.rebuilds = 0
         self._unassigned_since: float | None = None
         self._requested: tuple[str, list[str]] | None = None
+        self.model_requests = ModelRequests(self.store.directory)  # `fraudstream model promote|rollback`
         if monitor is not None:
             monitor.attach(self)
         self.sink: KafkaSink | None = None
@@ -117,6 +139,11 @@ class Daemon:
         self.sink = KafkaSink(kafka)
         self.source = self._new_source()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        self.pipeline.learn_in_background()  # scoring never waits for a training step
+        # Hand the GIL over within 1 ms instead of 5: the learning and checkpoint threads
+        # run Python between TensorFlow calls, and the loop should not wait on them.
+        sys.setswitchinterval(0.001)
+        freeze_heap()
         log.info("daemon started: model_version=%s, %d pending", self.pipeline.model_version, len(self.pipeline.pending))
         try:
             while not self.stopping.is_set() and (deadline is None or time.monotonic() < deadline):
@@ -127,16 +154,23 @@ class Daemon:
                         self._process(records)
                     if self.monitor is not None:
                         self.monitor.on_idle(self)  # may adapt training after a drift: under the lock
-                    if self._requested is not None:
+                    if self.pipeline.handle_model_requests(self.model_requests, self.store) and self._requested is None:
+                        self._requested = ("lifecycle", ["lifecycle"])  # a promotion or rollback: keep it
+                    self._finish_checkpoint(wait=False)
+                    if self._writing is not None:
+                        pass  # one checkpoint at a time; a due or requested one waits its turn
+                    elif self._requested is not None:
                         reason, tags = self._requested
                         self._requested = None
-                        self.checkpoint(reason=reason, tags=tags)
+                        self.checkpoint(reason=reason, tags=tags, wait=False)
                     elif self._checkpoint_due():
-                        self.checkpoint(reason="interval")
+                        self.checkpoint(reason="interval", wait=False)
         finally:
             with self.lock:
                 self.checkpoint(reason="stop")
                 self.closing = True
+            self.pipeline.close()
+            self._writer.shutdown()
             self.source.close()
             self.sink.close()
             if self.monitor is not None:
@@ -208,32 +242,64 @@ class Daemon:
         """Checkpoint after the batch in hand (e.g. keep the model as it was at a drift)."""
         self._requested = (reason, tags or [])
 
-    def checkpoint(self, reason: str, tags: list[str] | None = None) -> bool:
-        """Flush outputs, write state + offsets atomically, then commit offsets. Caller holds the lock."""
+    def checkpoint(self, reason: str, tags: list[str] | None = None, wait: bool = True) -> bool:
+        """Capture state + offsets, write them durably, then commit the offsets. Caller holds the lock.
+
+        Capturing copies the state between two batches; writing it (Keras save, arrays,
+        manifest, fsync) and flushing the producer take longer, so with ``wait=False`` (the
+        loop's own checkpoints) they run on a writer thread while the loop scores on, and
+        :meth:`_finish_checkpoint` commits the offsets once the checkpoint is durable.
+        Revocation and stop wait: their offsets must be committed before the partitions go.
+        False when the producer could not flush (the checkpoint is postponed).
+        """
+        self._finish_checkpoint(wait=True)  # one at a time, in order (a failed one is counted)
         started = time.monotonic()
+        offsets = dict(self.offsets)
+        monitor = self.monitor
+        write = self.pipeline.capture_checkpoint(
+            offsets, reason=reason, tags=tags,
+            extra_state=monitor.state_dict() if monitor is not None else None,
+            score=monitor.checkpoint_score() if monitor is not None else None,
+        )
+        self._last_checkpoint = time.monotonic()
+        self._steps_at_checkpoint = self.pipeline.trainer.steps
+        captured_s = self._last_checkpoint - started
+        self._writing = (self._writer.submit(self._write_checkpoint, write), offsets, reason, started, captured_s)
+        return self._finish_checkpoint(wait=True) if wait else True
+
+    def _write_checkpoint(self, write) -> Any:
+        """On the writer thread: outputs of every processed input durable, then the state."""
+        self.sink.flush()
+        return self.store.save(write)
+
+    def _finish_checkpoint(self, wait: bool) -> bool:
+        """Commit the offsets of a checkpoint once it is written (or wait for that).
+
+        True when no checkpoint is in flight any more and the last one succeeded.
+        """
+        if self._writing is None:
+            return True
+        future, offsets, reason, started, captured_s = self._writing
+        if not wait and not future.done():
+            return False
+        self._writing = None
         try:
-            self.sink.flush()  # outputs of every processed input are durable
+            info = future.result()
         except SinkFailed as exc:
             log.warning("checkpoint (%s) postponed: %s", reason, exc)
             if self.monitor is not None:
                 self.monitor.on_checkpoint_failed(self, exc)
             return False
-        offsets = dict(self.offsets)
-        monitor = self.monitor
-        info = self.pipeline.save_checkpoint(
-            self.store, offsets, reason=reason, tags=tags,
-            extra_state=monitor.state_dict() if monitor is not None else None,
-            score=monitor.checkpoint_score() if monitor is not None else None,
-        )
+        self.pipeline.offsets = offsets
         committed = self.source.commit(offsets)
         self.checkpoints_written += 1
-        self._steps_at_checkpoint = self.pipeline.trainer.steps
-        self._last_checkpoint = time.monotonic()
+        if self.checkpoints_written == 1:
+            freeze_heap()  # the first step and save have traced and imported what they need
+        seconds = time.monotonic() - started
         log.info(
-            "checkpoint %s (%s): %d steps, %d rows learned, committed=%s, %.3fs",
-            info.name, reason, self.pipeline.trainer.steps, self.pipeline.trainer.rows_learned,
-            committed, time.monotonic() - started,
+            "checkpoint %s (%s): %d steps, %d rows learned, committed=%s, %.3fs (%.3fs in the loop)",
+            info.name, reason, info.meta["steps"], info.meta["rows_learned"], committed, seconds, captured_s,
         )
         if self.monitor is not None:
-            self.monitor.on_checkpoint(self, info, time.monotonic() - started)
+            self.monitor.on_checkpoint(self, info, seconds)
         return True

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from fraudstream.features import Transaction
+
 SCHEMA_VERSION = 1
 
 
@@ -28,6 +30,37 @@ class Joined:
     labels: np.ndarray
     times: np.ndarray
     contexts: list[Any]
+    shadow_scores: np.ndarray | None = None  # the challenger's scores (model lifecycle on)
+
+
+def contexts_to_columns(contexts: list[Transaction]) -> dict[str, Any]:
+    """Transactions as one array per field (``label`` -1 for none; ``extra`` a list or None)."""
+    cols = list(zip(*contexts)) if contexts else [()] * len(Transaction._fields)
+    extra = cols[6]
+    return {
+        "transaction_id": np.array(cols[0], dtype=str),
+        "time_us": np.array(cols[1], dtype=np.int64),
+        "customer": np.array(cols[2], dtype=str),
+        "terminal": np.array(cols[3], dtype=str),
+        "amount": np.array(cols[4], dtype=np.float64),
+        "label": np.array([-1 if label is None else label for label in cols[5]], dtype=np.int8),
+        "extra": None if all(e is None for e in extra) else list(extra),
+    }
+
+
+def contexts_from_columns(columns: dict[str, Any] | list) -> list[Transaction]:
+    """Inverse of :func:`contexts_to_columns`; also reads the older list-per-row form."""
+    if not isinstance(columns, dict):
+        return [Transaction(*row) for row in columns]
+    n = len(columns["transaction_id"])
+    extra = columns["extra"] if columns["extra"] is not None else [None] * n
+    return [
+        Transaction(tx_id, time_us, customer, terminal, amount, None if label < 0 else label, ext)
+        for tx_id, time_us, customer, terminal, amount, label, ext in zip(
+            columns["transaction_id"].tolist(), columns["time_us"].tolist(), columns["customer"].tolist(),
+            columns["terminal"].tolist(), columns["amount"].tolist(), columns["label"].tolist(), extra,
+        )
+    ]
 
 
 class PendingStore:
@@ -43,6 +76,7 @@ class PendingStore:
         size = min(size, self.capacity)
         self.X = np.zeros((size, self.n_features), np.float32)
         self.score = np.zeros(size, np.float32)
+        self.shadow = np.zeros(size, np.float32)
         self.time = np.zeros(size, np.float64)
         self.context: list[Any] = [None] * size
         self.slot_of: dict[str, int] = {}
@@ -64,6 +98,7 @@ class PendingStore:
         new = min(self.capacity, old * 2)
         self.X = np.concatenate([self.X, np.zeros((new - old, self.n_features), np.float32)])
         self.score = np.concatenate([self.score, np.zeros(new - old, np.float32)])
+        self.shadow = np.concatenate([self.shadow, np.zeros(new - old, np.float32)])
         self.time = np.concatenate([self.time, np.zeros(new - old, np.float64)])
         self.context.extend([None] * (new - old))
         self.free.extend(range(new - 1, old - 1, -1))
@@ -77,7 +112,10 @@ class PendingStore:
                 self.free.append(slot)
                 return
 
-    def add_many(self, ids: list[str], X: np.ndarray, scores: np.ndarray, times: np.ndarray, contexts: list[Any]) -> None:
+    def add_many(self, ids: list[str], X: np.ndarray, scores: np.ndarray, times: np.ndarray, contexts: list[Any],
+                 shadow_scores: np.ndarray | None = None) -> None:
+        """Keep scored rows; ``shadow_scores`` are a second model's scores of the same rows."""
+        shadow = scores if shadow_scores is None else shadow_scores
         for i, tx_id in enumerate(ids):
             if tx_id in self.slot_of:
                 self.duplicates += 1
@@ -92,6 +130,7 @@ class PendingStore:
             self.slot_of[tx_id] = slot
             self.X[slot] = X[i]
             self.score[slot] = scores[i]
+            self.shadow[slot] = shadow[i]
             self.time[slot] = times[i]
             self.context[slot] = contexts[i]
             self.order.append((float(times[i]), tx_id, slot))
@@ -120,6 +159,7 @@ class PendingStore:
             labels=np.asarray(found_labels, np.float32),
             times=self.time[idx].copy(),
             contexts=[self.context[s] for s in slots],
+            shadow_scores=self.shadow[idx].copy(),
         )
         for slot in slots:
             self.context[slot] = None
@@ -144,29 +184,45 @@ class PendingStore:
         self.expired += dropped
         return dropped
 
-    def state_dict(self) -> dict[str, Any]:
-        live = [(t, tx_id, slot) for t, tx_id, slot in self.order if self.slot_of.get(tx_id) == slot]
-        idx = np.asarray([slot for _, _, slot in live], np.int64)
+    def snapshot(self) -> dict[str, Any]:
+        """The state with contexts as a list of rows: cheap to take, see :meth:`to_columns`."""
+        # slot_of iterates in insertion order, the order rows expire in
+        ids = list(self.slot_of)
+        idx = np.fromiter(self.slot_of.values(), np.int64, len(ids))
         return {
             "schema_version": SCHEMA_VERSION,
-            "ids": [tx_id for _, tx_id, _ in live],
+            "ids": ids,
             "X": self.X[idx],
             "score": self.score[idx],
+            "shadow": self.shadow[idx],
             "time": self.time[idx],
             "context": [self.context[s] for s in idx.tolist()],
             "counters": {"expired": self.expired, "evicted": self.evicted, "duplicates": self.duplicates},
             "now": self.now,
         }
 
+    @staticmethod
+    def to_columns(snapshot: dict[str, Any]) -> dict[str, Any]:
+        """A :meth:`snapshot` as stored: ids and contexts as arrays, not a list per row, so
+        a checkpoint of a million waiting rows stays fast."""
+        return snapshot | {
+            "ids": np.array(snapshot["ids"], dtype=str),
+            "context": contexts_to_columns(snapshot["context"]),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.to_columns(self.snapshot())
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         n = len(state["ids"])
         self._reset(size=max(4096, 1 << max(0, n - 1).bit_length()))
         self.add_many(
-            list(state["ids"]),
+            [str(i) for i in state["ids"]],
             np.asarray(state["X"], np.float32).reshape(n, self.n_features),
             np.asarray(state["score"]),
             np.asarray(state["time"]),
-            list(state["context"]),
+            contexts_from_columns(state["context"]),
+            np.asarray(state["shadow"]) if "shadow" in state else None,  # older checkpoints: none
         )
         counters = state["counters"]
         self.expired, self.evicted, self.duplicates = counters["expired"], counters["evicted"], counters["duplicates"]

@@ -7,9 +7,13 @@ that runs in production. Steps of :meth:`Pipeline.process`:
 2. features in arrival order: runs of transactions go through the streaming path, label
    events update the label windows as they come (so a label known before a transaction
    counts for it, exactly as in the offline path);
-3. one forward pass scores every transaction of the batch;
+3. one forward pass scores every transaction of the batch; with the model lifecycle on
+   (:mod:`fraudstream.daemon.lifecycle`) the champion's scores are served and the learner's
+   are kept as the challenger's shadow scores;
 4. scored rows wait in the pending store; label events (and inline labels) join them;
-5. joined rows feed prequential metrics (score before learn), then the online trainer.
+5. joined rows feed prequential metrics (score before learn), then the online trainer;
+6. with the lifecycle on, the joined rows' two scores judge champion against challenger:
+   the challenger may be promoted, or rolled back to the champion.
 """
 
 from __future__ import annotations
@@ -20,15 +24,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from fraudstream.config import Settings
 from fraudstream.daemon.checkpoint import CheckpointInfo, CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming, decode_json, dlq_record
+from fraudstream.daemon.lifecycle import PROMOTE, ROLLBACK, ModelLifecycle, ModelRequest, ModelRequests, load_version
 from fraudstream.daemon.pending import EarlyLabels, Joined, PendingStore
-from fraudstream.daemon.state_io import read_state, write_state
+from fraudstream.daemon.state_io import detach, read_state, write_state
 from fraudstream.errors import EventInvalid
 from fraudstream.features import FeaturePipeline
 from fraudstream.models.online_trainer import OnlineTrainer, StepResult
@@ -54,6 +59,8 @@ class BatchOutput:
     scored_times: np.ndarray | None = None
     scored_X: np.ndarray | None = None
     steps: list[StepResult] = field(default_factory=list)
+    shadow_scored: np.ndarray | None = None  # the challenger's scores (lifecycle on)
+    lifecycle_events: list[dict[str, Any]] = field(default_factory=list)  # promotions, rollbacks
     latest_event_time: float | None = None
     seconds: float = 0.0
 
@@ -122,6 +129,12 @@ class Pipeline:
         self._id_field, self._label_field, self._time_field = fields.transaction_id, fields.label, fields.timestamp
         self._max_bytes = settings.kafka.max_event_bytes
         self._thresholds = settings.thresholds
+        self.background = None  # a BackgroundLearning once learn_in_background() is called
+        self._save_model = None  # see _model_for_saving
+        # the served model, when it is not the learner itself (see fraudstream.daemon.lifecycle)
+        self.lifecycle = (
+            ModelLifecycle(settings.lifecycle, learner.model, self.model_version) if settings.lifecycle.enabled else None
+        )
 
     # -- construction ---------------------------------------------------------------------
 
@@ -169,11 +182,7 @@ class Pipeline:
         learner.load_state_dict(read_state(path, "learner"))
         pipe = cls(settings, features, learner, f"checkpoint {path.name}")
         pipe.trainer.load_state_dict(read_state(path, "trainer"))
-        pending = read_state(path, "pending")
-        from fraudstream.features import Transaction
-
-        pending["context"] = [Transaction(*c) for c in pending["context"]]
-        pipe.pending.load_state_dict(pending)
+        pipe.pending.load_state_dict(read_state(path, "pending"))
         pipe.early.load_state_dict(read_state(path, "early_labels"))
         meta = info.meta
         pipe.offsets = {(t, int(p)): int(o) for t, p, o in meta["offsets"]}
@@ -186,6 +195,14 @@ class Pipeline:
             pipe.trainer.replay_ratio = float(meta.get("replay_ratio", pipe.trainer.replay_ratio))
         for name in meta.get("extra_state", []):
             pipe.extra_state[name] = read_state(path, name)
+        if pipe.lifecycle is not None:
+            if meta.get("lifecycle"):
+                pipe.lifecycle.load_state_dict(read_state(path, "lifecycle"))
+            else:  # written with the lifecycle off: the model it served is the champion
+                pipe.lifecycle.champion_version = pipe.model_version
+        elif meta.get("lifecycle"):
+            log.info("lifecycle off: serving the learner (version %s), not the checkpoint's champion (%s)",
+                     pipe.model_version, meta["lifecycle"]["champion_version"])
         log.info(
             "resumed from checkpoint %s: model_version=%s, %d rows learned, %d pending",
             path.name, pipe.model_version, pipe.trainer.rows_learned, len(pipe.pending),
@@ -198,8 +215,15 @@ class Pipeline:
         ``recent_share`` is the share of fresh rows in a training batch (the rest is replay).
         A second call while adapting restarts the period from the original settings.
         """
+        self.drain()  # the learning thread ends adaptations: not while this one starts
         if self._adapt_until is None:
             self._normal = (self.learner.learning_rate, self.trainer.replay_ratio)
+        monitoring = self.settings.monitoring
+        if monitoring.drift_adapt_replay_keep < 1.0:
+            # old rows teach the old pattern: replay mostly rows learned from now on
+            labels = (0,) if monitoring.drift_adapt_forget == "legit" else (0, 1)
+            dropped = self.trainer.reservoir.forget(monitoring.drift_adapt_replay_keep, labels)
+            log.info("adapting: dropped %d old rows from the replay reservoir", dropped)
         lr, ratio = self._normal
         self.learner.set_learning_rate(lr * lr_multiplier)
         self.trainer.replay_ratio = ratio if recent_share <= 0 else (1.0 - recent_share) / recent_share
@@ -216,8 +240,66 @@ class Pipeline:
 
     @property
     def model_version(self) -> int:
-        """Bumped by every accepted training step."""
+        """The learner's version, bumped by every accepted training step."""
         return self.base_version + self.trainer.steps
+
+    @property
+    def served_version(self) -> int:
+        """The version whose scores are served: the champion's, or the learner's with the lifecycle off."""
+        return self.model_version if self.lifecycle is None else self.lifecycle.champion_version
+
+    def score_served(self, X: np.ndarray) -> np.ndarray:
+        """Scores of the served model (for dry runs and explanations)."""
+        return self.learner.score_many(X) if self.lifecycle is None else self.lifecycle.score_many(X)
+
+    # -- model lifecycle ------------------------------------------------------------------
+
+    def apply_model_request(self, request: ModelRequest, store: CheckpointStore) -> dict[str, Any] | None:
+        """Apply a ``fraudstream model promote|rollback`` request; the event, or None if refused.
+
+        ``promote`` serves the learner (or ``to_version`` from a checkpoint); ``rollback``
+        serves ``to_version`` and resets the learner to it as well, so learning restarts from
+        there. Raises :class:`FraudstreamError` subclasses naming why a request is refused.
+        """
+        from fraudstream.daemon.lifecycle import ModelRequestInvalid
+
+        lifecycle = self.lifecycle
+        if lifecycle is None:
+            raise ModelRequestInvalid("the model lifecycle is off (lifecycle.enabled: false)")
+        self.drain()  # the learner and the champion change below, not while a step runs
+        now = self.pending.now
+        why = f"requested {request.requested_at or 'from the command line'}"
+        if request.action == PROMOTE and request.to_version is None:
+            return lifecycle.promote(self.learner, self.model_version, now, why, trigger="manual")
+        if request.to_version == self.model_version:
+            weights = self.learner.get_weights()
+        elif request.to_version == lifecycle.champion_version:
+            weights = lifecycle.champion_weights()
+        else:
+            weights = load_version(store, request.to_version)
+        action = PROMOTE if request.action == PROMOTE else ROLLBACK
+        event = lifecycle.set_champion(weights, request.to_version, self.model_version, now, why, action=action)
+        if action == ROLLBACK:
+            self.learner.set_weights(weights)
+            self.learner.reset_optimizer()
+        return event
+
+    def handle_model_requests(self, requests: ModelRequests, store: CheckpointStore) -> bool:
+        """Apply a waiting request if any (cheap when none); True when the champion changed
+        since the last checkpoint, by a request or by the rule, so the caller checkpoints."""
+        from fraudstream.errors import FraudstreamError
+
+        request = requests.take()
+        if request is not None:
+            try:
+                event = self.apply_model_request(request, store)
+            except FraudstreamError as exc:
+                log.warning("model request refused (%s): %s", request.describe(), exc)
+                requests.acknowledge(request, "failed", str(exc))
+            else:
+                requests.acknowledge(request, "applied", f"{request.describe()}: done", event=event,
+                                     champion_version=self.served_version, challenger_version=self.model_version)
+        return self.lifecycle is not None and self.lifecycle.changed
 
     # -- the step -------------------------------------------------------------------------
 
@@ -267,30 +349,75 @@ class Pipeline:
         X_raw = self.features.replay_many(items) if items else None
         if txs:
             X = self.features.normalize(X_raw)
+            version = self.served_version  # read first: a step on the learning thread may follow
             scores = self.learner.score_many(X)  # one forward pass for the whole batch
+            shadow = None
+            if self.lifecycle is not None:  # serve the champion; the learner scores in the shadow
+                # scores and version of one champion, even if the learning thread promotes now
+                shadow, (scores, version) = scores, self.lifecycle.score_with_version(X)
             times = np.fromiter((tx.time_us for tx in txs), np.int64, len(txs)) / 1e6
             ids = [tx.transaction_id for tx in txs]
             scored_at = rfc3339(received_at if received_at is not None else time.time())
-            version = self.model_version
             th = self._thresholds
             for key, tx_id, score, decision in zip(keys, ids, scores.tolist(), decide(scores, th.review, th.block)):
                 out.scores.append((key, {
                     "transaction_id": tx_id, "score": round(score, 6), "decision": decision,
                     "model_version": version, "scored_at": scored_at,
                 }))
-            self.pending.add_many(ids, X, scores, times, txs)
+            self.pending.add_many(ids, X, scores, times, txs, shadow)
             out.latest_event_time = float(times.max())
             out.scored, out.scored_times, out.scored_X = scores, times, X
+            out.shadow_scored = shadow
         if joins_ids:
             joined, out.unmatched_labels = self.pending.pop_many(joins_ids, joins_labels)
             out.joined = joined
-            if len(joined.ids) and self.settings.training.enabled:
-                out.steps = self.trainer.add_many(joined.X, joined.labels, joined.ids)
-                self._end_adaptation_if_due()
+            if len(joined.ids):
+                if self.background is None:
+                    out.steps, out.lifecycle_events = self._learn(joined, self.pending.now)
+                else:
+                    self.background.submit(self._learn, joined, self.pending.now)
+        if self.background is not None:  # what the learning thread finished meanwhile
+            for steps, events in self.background.take_results():
+                out.steps += steps
+                out.lifecycle_events += events
         out.expired = self.pending.expire()
         out.unmatched_labels += self.early.expire(self.pending.now)
         out.seconds = time.monotonic() - started
         return out
+
+    def _learn(self, joined: Joined, now: float) -> tuple[list[StepResult], list[dict[str, Any]]]:
+        """Learn from joined rows and judge champion against challenger: inline, or as one
+        job of the learning thread (:meth:`learn_in_background`)."""
+        events = []
+        if self.lifecycle is not None:
+            self.lifecycle.observe_many(joined.scores, joined.shadow_scores, joined.labels, joined.times)
+        steps = []
+        if self.settings.training.enabled:
+            steps = self.trainer.add_many(joined.X, joined.labels, joined.ids)
+            self._end_adaptation_if_due()
+        if self.lifecycle is not None:
+            event = self.lifecycle.check(self.learner, self.model_version, now)
+            if event is not None:
+                events.append(event)
+        return steps, events
+
+    def learn_in_background(self) -> None:
+        """Train on a worker thread from now on (the Kafka daemon; see :mod:`fraudstream.daemon.learning`)."""
+        from fraudstream.daemon.learning import BackgroundLearning
+
+        if self.background is None:
+            self.background = BackgroundLearning()
+
+    def drain(self) -> None:
+        """Wait for the learning thread to be idle, before reading or replacing the learner."""
+        if self.background is not None:
+            self.background.drain()
+
+    def close(self) -> None:
+        """Finish and stop the learning thread (learning goes back inline)."""
+        if self.background is not None:
+            self.background.close()
+            self.background = None
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -304,41 +431,78 @@ class Pipeline:
         tags: list[str] | None = None,
     ) -> CheckpointInfo:
         """Write every part of the state and the offsets it covers as one checkpoint."""
+        info = store.save(self.capture_checkpoint(offsets, reason, extra_state, score, tags))
+        self.offsets = dict(offsets)
+        return info
+
+    def capture_checkpoint(
+        self,
+        offsets: dict[tuple[str, int], int],
+        reason: str,
+        extra_state: dict[str, dict[str, Any]] | None = None,
+        score: float | None = None,
+        tags: list[str] | None = None,
+    ) -> Callable[[Path], dict[str, Any]]:
+        """Copy the whole state now; the returned ``write(directory) -> meta`` (for
+        :meth:`CheckpointStore.save`) writes that copy later, on any thread.
+
+        Copying costs a fraction of writing (no Keras save, no compression, no fsync), so
+        the Kafka daemon captures between two batches and writes while it scores on.
+        """
+        self.drain()  # the learner, trainer and lifecycle hold exactly the rows joined so far
         extra_state = dict(extra_state or {})
         if self.drift_reference is not None:
             extra_state["drift_reference"] = self.drift_reference
+        states = {
+            "learner": self.learner.state_dict(),
+            "features": self.features.state_dict(),
+            "trainer": self.trainer.state_dict(),
+            "pending": self.pending.snapshot(),  # made columns on the writer's side
+            "early_labels": self.early.state_dict(),
+            **extra_state,
+        }
+        lifecycle = None
+        if self.lifecycle is not None:
+            states["lifecycle"] = self.lifecycle.state_dict()
+            lifecycle = self.lifecycle.info(self.model_version)
+            self.lifecycle.changed = False
+        states = detach(states)
+        meta = detach({
+            "schema_version": SCHEMA_VERSION,
+            "reason": reason,
+            "origin": self.origin,
+            "model_version": self.model_version,
+            "base_version": self.base_version,
+            "steps": self.trainer.steps,
+            "rows_learned": self.trainer.rows_learned,
+            "learned_digest": str(self.trainer.digest),
+            "pending": len(self.pending),
+            "early_labels": len(self.early),
+            "adapt_until_step": self._adapt_until,
+            "normal_training": list(self._normal),
+            "replay_ratio": self.trainer.replay_ratio,
+            "offsets": sorted([t, p, o] for (t, p), o in offsets.items()),
+            "extra_state": sorted(extra_state),
+            "score": score,
+            "tags": tags or [],
+            "lifecycle": lifecycle,  # champion version, counters, window metrics, last events
+        })
+        model = self._model_for_saving()
 
         def write(tmp: Path) -> dict[str, Any]:
-            self.learner.model.save(tmp / "model.keras")
-            write_state(tmp, "learner", self.learner.state_dict())
-            write_state(tmp, "features", self.features.state_dict())
-            write_state(tmp, "trainer", self.trainer.state_dict())
-            pending = self.pending.state_dict()
-            pending["context"] = [list(tx) for tx in pending["context"]]
-            write_state(tmp, "pending", pending)
-            write_state(tmp, "early_labels", self.early.state_dict())
-            for name, state in extra_state.items():
-                write_state(tmp, name, state)
-            return {
-                "schema_version": SCHEMA_VERSION,
-                "reason": reason,
-                "origin": self.origin,
-                "model_version": self.model_version,
-                "base_version": self.base_version,
-                "steps": self.trainer.steps,
-                "rows_learned": self.trainer.rows_learned,
-                "learned_digest": str(self.trainer.digest),
-                "pending": len(self.pending),
-                "early_labels": len(self.early),
-                "adapt_until_step": self._adapt_until,
-                "normal_training": list(self._normal),
-                "replay_ratio": self.trainer.replay_ratio,
-                "offsets": sorted([t, p, o] for (t, p), o in offsets.items()),
-                "extra_state": sorted(extra_state),
-                "score": score,
-                "tags": tags or [],
-            }
+            model.set_weights(states["learner"]["weights"])
+            model.save(tmp / "model.keras")
+            for name, state in states.items():
+                write_state(tmp, name, PendingStore.to_columns(state) if name == "pending" else state)
+            return meta
 
-        info = store.save(write)
-        self.offsets = dict(offsets)
-        return info
+        return write
+
+    def _model_for_saving(self):
+        """A twin of the learner's network that ``model.keras`` is written from, so the
+        learner trains on while a checkpoint is written."""
+        if self._save_model is None:
+            import keras
+
+            self._save_model = keras.models.clone_model(self.learner.model)
+        return self._save_model

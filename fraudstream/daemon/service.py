@@ -166,9 +166,9 @@ class ScoringService:
             if label is not None:
                 items.append((tx, label))
         X = scratch.normalize(scratch.replay_many(items))
-        scores = pipe.learner.score_many(X)
+        scores = pipe.score_served(X)
         th = pipe.settings.thresholds
-        version = pipe.model_version
+        version = pipe.served_version
         scored_at = rfc3339(time.time())
         results = [
             {"transaction_id": tx.transaction_id, "score": round(s, 6), "decision": d,
@@ -181,18 +181,19 @@ class ScoringService:
         """Per row, the ``top`` features whose occlusion lowers the score most.
 
         Occlusion: each feature in turn is set to 0, its mean in the normalised space the
-        model sees, and the row is scored again; ``contribution`` is the score minus that.
-        One forward pass of ``n * n_features`` rows; no gradients, model-agnostic.
+        model sees, and the row is scored again by the served model; ``contribution`` is the
+        score minus that. One forward pass of ``n * n_features`` rows; no gradients,
+        model-agnostic.
         """
         if len(X) > EXPLAIN_MAX:
             raise ValueError(f"explain is limited to {EXPLAIN_MAX} transactions per request")
         X = np.asarray(X, np.float32)
         n, d = X.shape
-        learner = self.pipeline.learner
-        base = learner.score_many(X)
+        score = self.pipeline.score_served
+        base = score(X)
         occluded = np.repeat(X, d, axis=0).reshape(n, d, d)
         occluded[:, np.arange(d), np.arange(d)] = 0.0
-        drops = base[:, None] - learner.score_many(occluded.reshape(n * d, d)).reshape(n, d)
+        drops = base[:, None] - score(occluded.reshape(n * d, d)).reshape(n, d)
         names = self.pipeline.features.feature_names
         out = []
         for i in range(n):
@@ -230,7 +231,12 @@ class ScoringService:
             }
 
     def model_info(self) -> dict[str, Any]:
-        """The model in use and the learning counters, read under the lock (consistent)."""
+        """The model in use and the learning counters, read under the lock (consistent).
+
+        ``model_version`` is the learner's; ``served_version`` the one scores carry (the
+        champion's with the lifecycle on, then ``lifecycle`` holds both versions, the
+        promotion and rollback counts and each model's prequential metrics).
+        """
         with self.lock:
             pipe = self.pipeline
             trainer = pipe.trainer
@@ -248,4 +254,6 @@ class ScoringService:
                 "training_enabled": pipe.settings.training.enabled,
                 "thresholds": {"review": th.review, "block": th.block},
                 "feature_names": list(pipe.features.feature_names),
+                "served_version": pipe.served_version,
+                "lifecycle": None if pipe.lifecycle is None else pipe.lifecycle.info(pipe.model_version),
             }

@@ -39,6 +39,25 @@ def _join(node: Any, arrays: Any) -> Any:
     return node
 
 
+def detach(node: Any) -> Any:
+    """A copy of a state tree that later changes to the live objects cannot reach.
+
+    Arrays are copied, dicts and lists rebuilt; scalars, strings and tuples (state tuples
+    hold scalars: rows, named tuples) are immutable. A list whose first item is not a
+    container is taken to hold none (state lists are homogeneous) and is copied shallowly,
+    which keeps a long list of ids or rows cheap.
+    """
+    if isinstance(node, np.ndarray):
+        return node.copy()
+    if isinstance(node, dict):
+        return {k: detach(v) for k, v in node.items()}
+    if isinstance(node, list):
+        if node and not isinstance(node[0], (dict, list, np.ndarray)):
+            return list(node)
+        return [detach(v) for v in node]
+    return node
+
+
 def write_state(directory: Path, name: str, state: dict[str, Any]) -> None:
     arrays: dict[str, np.ndarray] = {}
     tree = _split(state, "", arrays)

@@ -48,6 +48,7 @@ class OnlineLearner:
         # be relaxed to unknown rank on our first call, which Keras's losses reject.
         model.make_train_function(force=True)
         self.scorer = Scorer(model)
+        self._latest = None  # weights learned but not yet published to the scorer
         self._shadow = None  # (save, restore) compiled lazily by snapshot()
 
     # -- learning ------------------------------------------------------------------------
@@ -58,10 +59,13 @@ class OnlineLearner:
         return int(self.model.optimizer.iterations.numpy())
 
     def learn_many(
-        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, publish: bool = True
     ) -> float:
         """One gradient step on this mini-batch; returns its loss (may be NaN: the caller's
-        guard decides whether to roll back with :meth:`set_weights` / :meth:`load_state_dict`).
+        guard decides whether to roll back with :meth:`restore`).
+
+        With ``publish=False`` the scorer keeps the previous weights until :meth:`publish`, so
+        a guard can check the new ones (:meth:`weights_finite`) before anything scores with them.
         """
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y, dtype=np.float32).reshape(-1)
@@ -71,8 +75,16 @@ class OnlineLearner:
             raise ValueError("learn_many needs at least one row")
         sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
         logs = self.model.train_on_batch(X, y, sample_weight=sw, return_dict=True)
-        self.scorer.refresh()
+        self._latest = self.scorer.read()
+        if publish:
+            self.publish()
         return float(logs["loss"])
+
+    def publish(self) -> None:
+        """Score with the weights of the last :meth:`learn_many` from now on."""
+        if self._latest is not None:
+            self.scorer.publish(self._latest)
+            self._latest = None
 
     def score_many(self, X: np.ndarray) -> np.ndarray:
         """Fraud probabilities from the current weights (numpy path, see :class:`Scorer`)."""
@@ -121,11 +133,12 @@ class OnlineLearner:
     def restore(self) -> None:
         """Return to the last :meth:`snapshot` (weights and optimiser state)."""
         self._shadow[1]()
+        self._latest = None
         self.scorer.refresh()
 
     def weights_finite(self) -> bool:
-        """Whether the current weights are all finite (checked on the scorer's copies)."""
-        return self.scorer.weights_finite()
+        """Whether the newest weights (learned, published or not) are all finite (on copies)."""
+        return self.scorer.finite(self._latest) if self._latest is not None else self.scorer.weights_finite()
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the model's weights (not the optimiser's; see :meth:`state_dict`)."""
@@ -133,7 +146,20 @@ class OnlineLearner:
 
     def set_weights(self, weights: list[np.ndarray]) -> None:
         self.model.set_weights(weights)
+        self._latest = None
         self.scorer.refresh()
+
+    def reset_optimizer(self) -> None:
+        """Forget the optimiser's moments and step count, keeping the learning rate.
+
+        After the weights are replaced by another model's (a rollback to the served model),
+        moments gathered on the discarded weights would push the new ones the old way.
+        """
+        optimizer = self.model.optimizer
+        keep = {id(optimizer.learning_rate)} if isinstance(optimizer.learning_rate, keras.Variable) else set()
+        for var in self._optimizer_variables():
+            if id(var) not in keep:
+                var.assign(np.zeros(var.shape, dtype=var.dtype))
 
     # -- state ---------------------------------------------------------------------------
 

@@ -36,7 +36,10 @@ def id_digest(ids: list[str]) -> int:
 class Learner(Protocol):
     """What the trainer needs of a learner (``fraudstream.models.online.OnlineLearner``)."""
 
-    def learn_many(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float: ...
+    def learn_many(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
+                   publish: bool = True) -> float: ...
+
+    def publish(self) -> None: ...
 
     def snapshot(self) -> None: ...
 
@@ -89,6 +92,32 @@ class ReplayReservoir:
                 if slot >= len(store):
                     continue
             store[slot] = row
+
+    def forget(self, keep_share: float, labels: tuple[int, ...] = (0, 1)) -> int:
+        """Keep a random ``keep_share`` of the remembered rows of ``labels`` and drop the rest;
+        returns how many were dropped.
+
+        After a concept drift the old rows teach the old pattern, and replaying them pulls the
+        model back to it. The kept rows count as the only ones seen, so the rows learned from
+        now on refill the freed capacity first and then share it uniformly with the kept ones.
+
+        >>> r = ReplayReservoir(size=8, n_features=1, fraud_share=0.5, seed=0)
+        >>> r.add_many(np.ones((8, 1), np.float32), np.array([0, 1] * 4))
+        >>> r.forget(0.5, labels=(0,)), r.filled
+        (2, [2, 4])
+        """
+        if not 0.0 <= keep_share <= 1.0:
+            raise ValueError(f"keep_share must be in [0, 1], got {keep_share}")
+        dropped = 0
+        for label in labels:
+            n = self.filled[label]
+            kept = int(round(n * keep_share))
+            if kept < n:
+                pick = np.sort(self.rng.choice(n, size=kept, replace=False))
+                self.rows[label][:kept] = self.rows[label][pick]
+                dropped += n - kept
+            self.filled[label] = self.seen[label] = min(kept, n)
+        return dropped
 
     def sample(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``k`` rows drawn uniformly, with replacement, from both reservoirs together."""
@@ -185,25 +214,28 @@ class OnlineTrainer:
         X = np.concatenate([X_new, X_old])
         y = np.concatenate([y_new, y_old])
         self.learner.snapshot()  # weights and optimizer moments
-        loss = float(self.learner.learn_many(X, y))
+        # scoring (maybe on another thread) keeps the old weights until the guard passes
+        loss = float(self.learner.learn_many(X, y, publish=False))
         if not np.isfinite(loss) or not self.learner.weights_finite():
             self.learner.restore()
             self.rejected_steps += 1
             self.rows_rejected += len(ids)
             log.warning("rejected a training step: loss=%s, weights restored", loss)
             return StepResult(loss, len(ids), accepted=False, replayed=len(y_old))
+        self.learner.publish()
         self.reservoir.add_many(X_new, y_new)
         for _ in range(self.replay_steps):  # extra passes over remembered rows only
             X_old, y_old = self.reservoir.sample(len(y))
             if not len(y_old):
                 break
             self.learner.snapshot()
-            extra = float(self.learner.learn_many(X_old, y_old))
+            extra = float(self.learner.learn_many(X_old, y_old, publish=False))
             if not np.isfinite(extra) or not self.learner.weights_finite():
                 self.learner.restore()
                 self.rejected_steps += 1
                 log.warning("rejected a replay step: loss=%s, weights restored", extra)
                 break
+            self.learner.publish()
         self.steps += 1
         self.rows_learned += len(ids)
         self.digest = (self.digest + id_digest(ids)) & MASK64

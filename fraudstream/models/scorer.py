@@ -5,6 +5,10 @@
 handful of rows. The network is a small stack of dense layers, so a few ``X @ W + b`` in
 numpy give the same numbers in microseconds. The weights are copied from the Keras model;
 call :meth:`Scorer.refresh` after each training step so scores follow learning.
+
+The copies are published as one tuple swapped in a single assignment, so a scoring thread
+never sees half of one step's weights and half of another's, and a trainer can check new
+weights (:meth:`Scorer.read`) before anyone scores with them (:meth:`Scorer.publish`).
 """
 
 from __future__ import annotations
@@ -23,14 +27,21 @@ _ACTIVATIONS = ("relu", "linear", "sigmoid")
 class _Dense:
     layer: keras.layers.Dense
     activation: str
-    kernel: np.ndarray | None = None
-    bias: np.ndarray | None = None
+
+    def read(self) -> tuple[np.ndarray, ...]:
+        return (np.array(self.layer.kernel.numpy(), dtype=np.float32),
+                np.array(self.layer.bias.numpy(), dtype=np.float32))
 
 
 @dataclass
 class _PReLU:
     layer: keras.layers.PReLU
-    alpha: np.ndarray | None = None
+
+    def read(self) -> tuple[np.ndarray, ...]:
+        return (np.array(self.layer.alpha.numpy(), dtype=np.float32),)
+
+
+Weights = tuple[tuple[np.ndarray, ...], ...]  # per scoring step: (kernel, bias) or (alpha,)
 
 
 def _activation_name(layer: keras.layers.Dense) -> str:
@@ -60,6 +71,7 @@ class Scorer:
     def __init__(self, model: keras.Model):
         self.model = model
         self._steps: list[_Dense | _PReLU] = []
+        self._weights: Weights = ()
         for layer in model.layers:
             if isinstance(layer, keras.layers.Dense):
                 if not layer.use_bias:
@@ -81,32 +93,36 @@ class Scorer:
         self.n_inputs = int(dense[0].layer.kernel.shape[0])
         self.refresh()
 
+    def read(self) -> Weights:
+        """Copies of the Keras model's current weights, not yet used for scoring."""
+        return tuple(step.read() for step in self._steps)
+
+    def publish(self, weights: Weights) -> None:
+        """Score with ``weights`` from now on (one reference swap: safe across threads)."""
+        self._weights = weights
+
     def refresh(self) -> None:
-        """Copy the current weights out of the Keras model (after each training step)."""
-        for step in self._steps:
-            if isinstance(step, _Dense):
-                step.kernel = np.array(step.layer.kernel.numpy(), dtype=np.float32)
-                step.bias = np.array(step.layer.bias.numpy(), dtype=np.float32)
-            else:
-                step.alpha = np.array(step.layer.alpha.numpy(), dtype=np.float32)
+        """Copy the current weights out of the Keras model and score with them."""
+        self.publish(self.read())
+
+    @staticmethod
+    def finite(weights: Weights) -> bool:
+        return all(np.isfinite(a).all() for arrays in weights for a in arrays)
 
     def weights_finite(self) -> bool:
-        """Whether every copied weight is finite (cheap: no read from TensorFlow)."""
-        for step in self._steps:
-            arrays = (step.kernel, step.bias) if isinstance(step, _Dense) else (step.alpha,)
-            if not all(np.isfinite(a).all() for a in arrays):
-                return False
-        return True
+        """Whether every weight scored with is finite (cheap: no read from TensorFlow)."""
+        return self.finite(self._weights)
 
     def score_many(self, X: np.ndarray) -> np.ndarray:
         """Fraud probability of each row of ``X`` (``(n, d)`` float32) as a ``(n,)`` array."""
         h = np.asarray(X, dtype=np.float32)
         if h.ndim != 2 or h.shape[1] != self.n_inputs:
             raise ValueError(f"expected a (n, {self.n_inputs}) matrix, got shape {h.shape}")
-        for step in self._steps:
+        for step, arrays in zip(self._steps, self._weights):  # one published set throughout
             if isinstance(step, _Dense):
-                h = h @ step.kernel
-                h += step.bias
+                kernel, bias = arrays
+                h = h @ kernel
+                h += bias
                 if step.activation == "relu":
                     np.maximum(h, 0.0, out=h)
                 elif step.activation == "sigmoid":
@@ -117,5 +133,5 @@ class Scorer:
                     h += 1.0
                     np.reciprocal(h, out=h)
             else:
-                h = np.where(h >= 0.0, h, step.alpha * h)
+                h = np.where(h >= 0.0, h, arrays[0] * h)
         return h[:, 0]

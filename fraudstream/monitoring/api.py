@@ -97,6 +97,8 @@ class ModelInfo(BaseModel):
     training_enabled: bool
     thresholds: dict[str, float]
     feature_names: list[str]
+    served_version: int
+    lifecycle: dict[str, Any] | None = None  # champion/challenger versions and metrics, when on
 
 
 Events = list[dict[str, Any]] | dict[str, Any]
@@ -343,6 +345,9 @@ class ApiHost:
         self.monitor = DaemonMonitor(settings, serve=False)
         self.monitor.attach(self)
         self.service = ScoringService(pipeline, self.lock, self._after_batch)
+        from fraudstream.daemon.lifecycle import ModelRequests
+
+        self.model_requests = ModelRequests(store.directory)  # checked after each request
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         return True, {"state_loaded": True, "origin": self.pipeline.origin}
@@ -361,6 +366,8 @@ class ApiHost:
         """Runs under the lock after each ingested request."""
         self.monitor.on_batch(self, out, None)
         self.monitor.on_idle(self)
+        if self.pipeline.handle_model_requests(self.model_requests, self.store) and self._requested is None:
+            self._requested = ("lifecycle", ["lifecycle"])
         if self._requested is not None:
             reason, tags = self._requested
             self._requested = None

@@ -16,7 +16,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from fraudstream.config import Settings
-from fraudstream.monitoring.drift import DriftMonitor
+from fraudstream.monitoring.drift import DriftMonitor, DriftReport
 from fraudstream.monitoring.metrics import DEFAULT_INVALID_REASONS, Metrics
 from fraudstream.monitoring.prequential import Prequential
 
@@ -68,7 +68,9 @@ class DaemonMonitor:
         self.drift = DriftMonitor(self.settings.monitoring, reference=pipeline.drift_reference, metrics=self.metrics)
         if pipeline.extra_state:
             self.load_state_dict(pipeline.extra_state)
-        self.metrics.model_version.set(pipeline.model_version)
+        self.metrics.model_version.set(pipeline.served_version)
+        lifecycle = pipeline.lifecycle
+        self._lifecycle_counts = (0, 0) if lifecycle is None else (lifecycle.promotions, lifecycle.rollbacks)
         if self.serve:
             from fraudstream.monitoring.server import MonitoringServer, create_app
 
@@ -137,7 +139,7 @@ class DaemonMonitor:
                 m.guard_rejections.labels(reason="non_finite_loss" if not np.isfinite(step.loss) else "non_finite_weights").inc()
         m.replay_rows.labels(**{"class": "legit"}).set(trainer.reservoir.filled[0])
         m.replay_rows.labels(**{"class": "fraud"}).set(trainer.reservoir.filled[1])
-        m.model_version.set(pipeline.model_version)
+        m.model_version.set(pipeline.served_version)
         self.collect(out)
 
     def collect(self, out) -> None:
@@ -152,8 +154,10 @@ class DaemonMonitor:
             self._joined.append((joined.scores, joined.labels, customers, joined.times))
             self._buffered += len(joined.ids)
 
-    def flush(self, pipeline) -> None:
-        """Prequential and drift updates for every row collected since the last flush."""
+    def flush(self, pipeline) -> list[DriftReport]:
+        """Prequential and drift updates for every row collected since the last flush, and
+        the configured drift action; returns the drift reports (``fraudstream replay``
+        records them)."""
         reports = []
         if self._scored:
             scores, times, X = (np.concatenate(parts) for parts in zip(*self._scored))
@@ -171,6 +175,7 @@ class DaemonMonitor:
             elif report.action == "checkpoint" and self.daemon is not None:
                 self.daemon.request_checkpoint(reason="drift", tags=["pre-drift"])
         self.detections = self.detections[-100:]
+        return reports
 
     def on_idle(self, daemon) -> None:
         now = time.monotonic()
@@ -181,6 +186,7 @@ class DaemonMonitor:
             self._next_snapshot = now + SNAPSHOT_EVERY_S
             self.snapshot = self.prequential.snapshot()
             self.metrics.set_prequential(self.snapshot)
+            self._export_lifecycle(daemon.pipeline)
             self.metrics.partitions_assigned.clear()
             per_topic: dict[str, int] = {}
             for topic, _ in daemon.assigned:
@@ -190,6 +196,22 @@ class DaemonMonitor:
         if now >= self._next_lag and daemon.source is not None:
             self._next_lag = now + LAG_EVERY_S
             self.metrics.set_consumer_lag(daemon.source.lag(daemon.offsets))
+
+    def _export_lifecycle(self, pipeline) -> None:
+        """Count promotions and rollbacks made since the last look (by the rule or on request)
+        and export each model's window AP."""
+        lifecycle = pipeline.lifecycle
+        if lifecycle is None:
+            return
+        promotions, rollbacks = self._lifecycle_counts
+        self.metrics.model_promotions.inc(max(0, lifecycle.promotions - promotions))
+        self.metrics.model_rollbacks.inc(max(0, lifecycle.rollbacks - rollbacks))
+        self._lifecycle_counts = (lifecycle.promotions, lifecycle.rollbacks)
+        window = lifecycle.window_metrics()
+        for role in ("champion", "challenger"):
+            ap = window[role]["average_precision"]
+            self.metrics.model_average_precision.labels(role=role).set(float("nan") if ap is None else ap)
+        self.metrics.model_version.set(pipeline.served_version)
 
     def on_checkpoint(self, daemon, info, seconds: float) -> None:
         self.metrics.checkpoint_seconds.observe(seconds)

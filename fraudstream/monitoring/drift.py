@@ -61,7 +61,9 @@ class Detection:
     ``detector`` is ``adwin``, ``page_hinkley`` or ``psi``; ``signal`` what it watched
     (``log_loss``, ``score_mean``, ``feature_distribution``); ``event_time`` the Unix time
     of the row that triggered it (the last row of the window for PSI); ``values`` the
-    detector's figures at that moment.
+    detector's figures at that moment, including how many rows of its signal the monitor
+    had seen then (``labelled_rows`` for ADWIN, ``scored_rows`` for the others), counting
+    the triggering row, so a detection delay can be stated in rows.
     """
 
     detector: str
@@ -313,6 +315,8 @@ class DriftMonitor:
     def _reset(self) -> None:
         self.adwin = self._new_adwin()
         self.page_hinkley = self._new_page_hinkley()
+        self.labelled_rows = 0  # rows fed to ADWIN since the start (kept in the state)
+        self.scored_rows = 0  # rows fed to Page-Hinkley since the start
         self._reset_psi()
 
     def _reset_psi(self) -> None:
@@ -345,6 +349,7 @@ class DriftMonitor:
             losses, times = losses[finite], times[finite]
         found = []
         adwin = self.adwin
+        seen = self.labelled_rows
         for i, loss in enumerate(losses.tolist()):
             before = adwin.estimation
             adwin.update(loss)
@@ -353,8 +358,10 @@ class DriftMonitor:
             if adwin.drift_detected and adwin.estimation > before:
                 found.append(Detection(
                     "adwin", "log_loss", float(times[i]),
-                    {"loss": loss, "window_mean": adwin.estimation, "window_width": adwin.width},
+                    {"loss": loss, "window_mean": adwin.estimation, "window_width": adwin.width,
+                     "labelled_rows": seen + i + 1},
                 ))
+        self.labelled_rows = seen + losses.size
         return self._report(found)
 
     def update_scored_many(self, scores, event_times, X=None) -> DriftReport:
@@ -368,13 +375,15 @@ class DriftMonitor:
             s, times = s[finite], times[finite]
         found = []
         ph = self.page_hinkley
+        seen = self.scored_rows
         for i, x in enumerate(s.tolist()):
             ph.update(x)
             if ph.drift_detected:
                 found.append(Detection(
                     "page_hinkley", "score_mean", float(times[i]),
-                    {"score": x, "running_mean": ph._x_mean.get()},
+                    {"score": x, "running_mean": ph._x_mean.get(), "scored_rows": seen + i + 1},
                 ))
+        self.scored_rows = seen + s.size
         if X is not None and self.reference is not None and times.size:
             found.extend(self._update_psi(X, float(times.max())))
         return self._report(found)
@@ -420,7 +429,8 @@ class DriftMonitor:
             return []
         worst = max(drifted, key=drifted.get)
         return [Detection("psi", "feature_distribution", last_time,
-                          {"max_psi": drifted[worst], "feature": worst, "features": drifted})]
+                          {"max_psi": drifted[worst], "feature": worst, "features": drifted,
+                           "scored_rows": self.scored_rows})]
 
     def _report(self, found: list[Detection], count: bool = True) -> DriftReport:
         if count and found:
@@ -447,6 +457,7 @@ class DriftMonitor:
             "river_version": _river_version(),
             "adwin": _adwin_state(self.adwin),
             "page_hinkley": _page_hinkley_state(self.page_hinkley),
+            "rows": {"labelled": self.labelled_rows, "scored": self.scored_rows},
             "psi": {
                 "reference_digest": _reference_digest(self.reference),
                 "rows": self._psi_rows,
@@ -463,6 +474,9 @@ class DriftMonitor:
             )
         self._reset()
         try:
+            rows = state.get("rows", {})  # absent in states written before the counts existed
+            self.labelled_rows = int(rows.get("labelled", 0))
+            self.scored_rows = int(rows.get("scored", 0))
             self._load_detectors(state)
             self._load_psi(state["psi"])
         except (KeyError, TypeError, ValueError) as exc:

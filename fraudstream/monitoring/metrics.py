@@ -51,6 +51,7 @@ DRIFT_SIGNALS = (
     ("page_hinkley", "score_mean"),
     ("psi", "feature_distribution"),
 )
+LIFECYCLE_ROLES = ("champion", "challenger")
 PREQUENTIAL_GAUGES = (
     "roc_auc",
     "average_precision",
@@ -209,6 +210,11 @@ class Metrics:
             "model_promotions", "Model versions promoted to serving.", namespace=ns, registry=r)
         self.model_rollbacks = Counter(
             "model_rollbacks", "Model versions rolled back.", namespace=ns, registry=r)
+        self.model_average_precision = Gauge(
+            "model_average_precision",
+            "Prequential average precision of the served model (champion) and of the online "
+            "learner (challenger) over the lifecycle window; NaN while undefined or off.",
+            ["role"], namespace=ns, registry=r)
 
         self._lag_series: set[tuple[str, str]] = set()
         self._preinitialise(topics, invalid_reasons, guard_reasons, feature_names)
@@ -236,6 +242,8 @@ class Metrics:
             self.feature_psi.labels(feature=feature)
         for gauge in self.prequential.values():
             gauge.set(math.nan)
+        for role in LIFECYCLE_ROLES:
+            self.model_average_precision.labels(role=role).set(math.nan)
         self.train_loss.set(math.nan)
 
     # --- helpers for dict-shaped inputs ------------------------------------------------------

@@ -86,6 +86,24 @@ def test_adwin_stays_quiet_on_a_stationary_loss_stream():
     assert labelled_in_batches(DriftMonitor(), scores, labels, times) == []
 
 
+def test_detections_count_the_rows_seen_and_the_counts_survive_a_restart():
+    scores, labels, times = loss_stream(5_000, 3_000, seed=0)
+    monitor = DriftMonitor()
+    first = labelled_in_batches(monitor, scores, labels, times)[0]
+    # the triggering row is the one at event time t, the (t+1)-th labelled row of the stream
+    assert first.values["labelled_rows"] == int(first.event_time) + 1
+    assert monitor.labelled_rows == 8_000
+    ph_scores, ph_times = score_stream(2_000, 2_000, seed=0)
+    ph = [d for d in scored_in_batches(monitor, ph_scores, ph_times) if d.detector == "page_hinkley"][0]
+    assert ph.values["scored_rows"] == int(ph.event_time) + 1
+    restored = DriftMonitor()
+    restored.load_state_dict(json_round_trip(monitor.state_dict()))
+    assert (restored.labelled_rows, restored.scored_rows) == (8_000, 4_000)
+    older = {k: v for k, v in monitor.state_dict().items() if k != "rows"}  # saved before the counts
+    restored.load_state_dict(older)
+    assert (restored.labelled_rows, restored.scored_rows) == (0, 0)
+
+
 def test_adwin_delta_comes_from_config():
     strict = DriftMonitor(MonitoringSettings(drift_adwin_delta=1e-12))
     loose = DriftMonitor(MonitoringSettings(drift_adwin_delta=0.5))

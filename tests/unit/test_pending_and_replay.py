@@ -4,6 +4,7 @@ import numpy as np
 
 from fraudstream.daemon.pending import PendingStore
 from fraudstream.daemon.state_io import read_state, write_state
+from fraudstream.features import Transaction
 from fraudstream.models.online_trainer import OnlineTrainer, ReplayReservoir, id_digest
 
 
@@ -36,13 +37,19 @@ def test_capacity_evicts_oldest():
 
 def test_pending_state_round_trip(tmp_path):
     store = PendingStore(3, capacity=100, ttl_seconds=1000)
-    store.add_many(["a", "b", "c"], rows(3), np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0]), [["c1"], None, ["c3"]])
+    contexts = [
+        Transaction("a", 1_000_000, "c1", "m1", 12.5),
+        Transaction("b", 2_000_000, "c2", "m2", 3.0, 1),
+        Transaction("c", 3_000_000, "c3", "m1", 99.99, 0, {"mcc": "5411"}),
+    ]
+    store.add_many(["a", "b", "c"], rows(3), np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0]), contexts)
     store.pop_many(["b"], [1])
     write_state(tmp_path, "pending", store.state_dict())
     again = PendingStore(3, capacity=100, ttl_seconds=1000)
     again.load_state_dict(read_state(tmp_path, "pending"))
     joined, _ = again.pop_many(["c", "a"], [1, 0])
-    assert joined.ids == ["c", "a"] and joined.contexts == [["c3"], ["c1"]]
+    assert joined.ids == ["c", "a"] and joined.contexts == [contexts[2], contexts[0]]
+    assert all(type(c) is Transaction and type(c.transaction_id) is str for c in joined.contexts)
     np.testing.assert_array_equal(joined.X, rows(3)[[2, 0]])
 
 
@@ -64,13 +71,16 @@ class CountingLearner:
         self.seen = 0
         self.explode = False
 
-    def learn_many(self, X, y, sample_weight=None):
+    def learn_many(self, X, y, sample_weight=None, publish=True):
         self.seen += len(X)
         if self.explode:
             self.w = [np.full(2, np.nan)]
             return float("nan")
         self.w = [self.w[0] + 1]
         return 0.5
+
+    def publish(self):
+        pass
 
     def snapshot(self):
         self.saved = [w.copy() for w in self.w]

@@ -1,0 +1,94 @@
+"""Concept drift on a known day: ADWIN on the log loss finds it, in bounded labelled rows.
+
+The scenario is in ``drift_scenario.py``: 1,000 simulated customers, the ``stealth`` change
+on day 35, a fresh model warmed up online on days 0-27, then days 28-48 replayed through
+the daemon's loop with its monitor (``DaemonMonitor``), labels 7 days late. No broker: the
+replay reads files. Seeded, so every figure below is the same on every run.
+
+``MAX_LABELLED_ROWS_TO_DETECT`` is the bound documented in docs/monitoring.md ("Measured:
+detection delay, and adapt against none"): with the default ``drift_adwin_delta`` the
+measured delays were 509, 683, 605, 566 and 870 labelled post-change rows for seeds 0 to 4,
+and the bound is the largest with about 70% margin. The delay is counted as defined in
+``drift_scenario.py``: post-change labelled rows learned up to the triggering row.
+
+Whether ``adapt`` recovers AP faster than ``none`` is reported by the bench, not asserted:
+on this scenario it does not do so consistently (see the docs). The test asserts what is
+robust: the action is carried out in the replay and changes only what follows the detection.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from drift_scenario import Scenario, monitored_replay, prepare  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SCENARIO = Scenario(customers=1_000, days=49, warm_days=28, change_day=35, seed=0)
+MAX_LABELLED_ROWS_TO_DETECT = 1_500
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return prepare(SCENARIO, tmp_path_factory.mktemp("drift"))
+
+
+@pytest.fixture(scope="module")
+def runs(prepared):
+    return {action: monitored_replay(prepared, action) for action in ("none", "adapt")}
+
+
+def test_warmed_model_has_learned_the_pre_change_pattern(prepared):
+    assert prepared.warm_ap_last_week is not None and prepared.warm_ap_last_week > 0.4
+
+
+def test_adwin_does_not_fire_before_the_change(runs):
+    run = runs["none"]
+    labelled_before = int(np.count_nonzero(run.result.times < run.result.times.min() + 7 * 86_400))
+    assert labelled_before > 10_000  # a week of pre-change labels went through ADWIN
+    assert run.adwin_before_change() == [], run.adwin_before_change()
+
+
+def test_adwin_fires_within_the_documented_labelled_rows_after_the_change(runs):
+    first = runs["none"].first_adwin_after_change()
+    assert first is not None, "ADWIN never fired after the change"
+    print(f"ADWIN fired {first['post_change_labelled_rows']} labelled post-change rows after the change "
+          f"(event day {first['day']:.2f}, {first['labelled_rows']} labelled rows since the start)")
+    assert first["signal"] == "log_loss" and first["action"] == "none"
+    assert first["post_change_labelled_rows"] <= MAX_LABELLED_ROWS_TO_DETECT
+
+
+def test_detection_is_deterministic_and_adapt_acts_only_after_it(runs):
+    none, adapt = runs["none"], runs["adapt"]
+    first_none, first_adapt = none.first_adwin_after_change(), adapt.first_adwin_after_change()
+    # same stream, same seed: identical up to the first action
+    assert first_adapt["labelled_rows"] == first_none["labelled_rows"]
+    assert first_adapt["values"] == first_none["values"]
+    assert first_adapt["action"] == "adapt"
+    detected_at = first_none["labelled_rows"]
+    assert np.array_equal(none.result.scored[:detected_at], adapt.result.scored[:detected_at])
+    # adapting changed the model that scored what came after (a raised learning rate, more
+    # fresh rows per step): later scores differ
+    assert not np.allclose(none.result.scored[detected_at:], adapt.result.scored[detected_at:])
+
+
+def test_replay_report_lists_the_detections(runs, tmp_path):
+    import json
+
+    from fraudstream.daemon.replay import write_report
+
+    run = runs["adapt"]
+    write_report(run.result, tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["counters"]["drift_action"] == "adapt"
+    assert report["counters"]["drift_detections"] == len(report["drift_detections"]) == len(run.result.detections)
+    first = run.first_adwin_after_change()
+    listed = [d for d in report["drift_detections"] if d["detector"] == "adwin"]
+    assert listed[len(run.adwin_before_change())]["labelled_rows"] == first["labelled_rows"]
+    assert f"| adwin | log_loss | {first['event_time_utc']} | {first['labelled_rows']} | - | adapt |" in (
+        tmp_path / "report.md").read_text()
