@@ -23,10 +23,12 @@ import multiprocessing
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -35,6 +37,7 @@ import orjson
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.simulate.engine import simulate
@@ -95,6 +98,30 @@ def read_new_scores(bootstrap: str, topic: str, expected: int, timeout_s: float,
     out.write_text(json.dumps(arrivals))
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def histogram(port: int, name: str, labels: dict[str, str] | None = None) -> dict[float, float]:
+    """Cumulative bucket counts (upper bound -> count) of a histogram on the daemon's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket" and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                out[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def share_within(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """Share of the observations between two scrapes at or under each bucket bound (up to 100 ms)."""
+    total = after[float("inf")] - before.get(float("inf"), 0.0)
+    return {f"<= {le * 1000:g} ms": (after[le] - before.get(le, 0.0)) / total
+            for le in sorted(after) if le <= 0.1} if total else {}
+
+
 def stream(customers: int, days: int, seed: int, tx_topic: str, label_topic: str, split_day: int | None = None):
     """Merged transaction and label events; with ``split_day``, (before, from) that day."""
     sim = simulate(SimulatorSettings(customers=customers, terminals=2 * customers), days=days, seed=seed)
@@ -112,11 +139,11 @@ def stream(customers: int, days: int, seed: int, tx_topic: str, label_topic: str
 
 
 def start_daemon(bootstrap: str, topics: dict[str, str], workdir: Path, group: str,
-                 checkpoint_seconds: float = 60) -> subprocess.Popen:
+                 checkpoint_seconds: float = 60, monitoring_port: int = 0) -> subprocess.Popen:
     config = {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "topics": topics, "rejoin_after_s": 15},
         "checkpoints": {"directory": str(workdir / group), "every_seconds": checkpoint_seconds},
-        "monitoring": {"port": 0},
+        "monitoring": {"port": monitoring_port},
     }
     path = workdir / f"{group}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -234,7 +261,8 @@ def main() -> None:
         live_days = max(1, int(np.ceil(args.rate * args.latency_seconds / (args.customers * 4))))
         backlog, live = stream(args.customers, 7 + live_days, 2, topics["transactions"], topics["labels"], split_day=7)
         live = live[: int(args.rate * args.latency_seconds)]
-        proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-b", args.checkpoint_seconds)
+        port = free_port()
+        proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-b", args.checkpoint_seconds, port)
         spawn = multiprocessing.get_context("spawn")
         try:
             produce(args.bootstrap, backlog)
@@ -245,10 +273,17 @@ def main() -> None:
             reader = spawn.Process(target=read_new_scores, args=(args.bootstrap, topics["scores"], n_live, 600, arrivals_file))
             reader.start()
             time.sleep(3)  # the reader has its partitions and end offsets before the first live event
+            before = {"latency": histogram(port, "fraudstream_score_latency_seconds"),
+                      "batch": histogram(port, "fraudstream_batch_processing_seconds", {"stage": "total"})}
             producer = spawn.Process(target=produce_paced, args=(args.bootstrap, live, args.rate, sent_file))
             producer.start()
             producer.join()
             reader.join()
+            inside = {
+                "produce_to_score_sent": share_within(before["latency"], histogram(port, "fraudstream_score_latency_seconds")),
+                "batch_processing": share_within(before["batch"], histogram(
+                    port, "fraudstream_batch_processing_seconds", {"stage": "total"})),
+            }
         finally:
             stop(proc)
         sent = json.loads(sent_file.read_text())
@@ -259,7 +294,9 @@ def main() -> None:
         print(f"latency at {offered:,.0f} events/s offered (transactions and labels, learning on, checkpoint every "
               f"{args.checkpoint_seconds:g} s): p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat.max():.1f} ms "
               f"({lat.size:,} of {len(sent['sent_at']):,} scored)")
-        report["latency"] = {"offered_events_per_s": offered, "p50_ms": p50, "p90_ms": np.percentile(lat, 90),
+        print("inside the daemon (its own histograms over the paced run): " + "; ".join(
+            f"{what}: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()) for what, shares in inside.items()))
+        report["latency"] = {"inside_daemon_share_within": inside, "offered_events_per_s": offered, "p50_ms": p50, "p90_ms": np.percentile(lat, 90),
                              "p99_ms": p99, "p999_ms": np.percentile(lat, 99.9), "max_ms": float(lat.max()),
                              "scored": int(lat.size), "sent": len(sent["sent_at"])}
 
