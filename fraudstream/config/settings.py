@@ -156,10 +156,7 @@ class MonitoringSettings(Section):
     )
     drift_adapt_steps: int = Field(200, ge=1, description="training steps the adaptation lasts")
     drift_adapt_replay_keep: float = Field(
-        1.0, ge=0.0, le=1.0, description="share of the replay reservoir kept when adapting starts"
-    )
-    drift_adapt_forget: Literal["legit", "all"] = Field(
-        "all", description="reservoir rows the adaptation may drop: legitimate ones only, or all"
+        0.2, ge=0.0, le=1.0, description="share of the replay reservoir kept when adapting starts"
     )
     api_token: SecretStr | None = Field(
         None, description="bearer token the /v1 scoring API requires; none: no auth (bind 127.0.0.1)"

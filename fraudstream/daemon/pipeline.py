@@ -209,21 +209,22 @@ class Pipeline:
         )
         return pipe
 
-    def adapt(self, lr_multiplier: float, recent_share: float, steps: int) -> None:
+    def adapt(self, lr_multiplier: float, recent_share: float, steps: int, replay_keep: float = 1.0) -> None:
         """After a drift: learn faster and mostly from recent rows, for ``steps`` steps.
 
         ``recent_share`` is the share of fresh rows in a training batch (the rest is replay).
-        A second call while adapting restarts the period from the original settings.
+        ``replay_keep`` is the share of the replay reservoir kept: the rows remembered from
+        before the drift teach the old pattern, and replaying them pulls the model back to
+        it (frauds, kept longest, most of all). A second call while adapting restarts the
+        period from the original settings and keeps the reservoir: its rows are recent.
+        The reservoir and the adaptation's end step are saved in checkpoints.
         """
         self.drain()  # the learning thread ends adaptations: not while this one starts
         if self._adapt_until is None:
             self._normal = (self.learner.learning_rate, self.trainer.replay_ratio)
-        monitoring = self.settings.monitoring
-        if monitoring.drift_adapt_replay_keep < 1.0:
-            # old rows teach the old pattern: replay mostly rows learned from now on
-            labels = (0,) if monitoring.drift_adapt_forget == "legit" else (0, 1)
-            dropped = self.trainer.reservoir.forget(monitoring.drift_adapt_replay_keep, labels)
-            log.info("adapting: dropped %d old rows from the replay reservoir", dropped)
+            if replay_keep < 1.0:
+                dropped = self.trainer.reservoir.forget(replay_keep)
+                log.info("adapting: dropped %d rows learned before the drift from the replay reservoir", dropped)
         lr, ratio = self._normal
         self.learner.set_learning_rate(lr * lr_multiplier)
         self.trainer.replay_ratio = ratio if recent_share <= 0 else (1.0 - recent_share) / recent_share
@@ -497,6 +498,10 @@ class Pipeline:
             return meta
 
         return write
+
+    def prepare_checkpoints(self) -> None:
+        """Build now what the first checkpoint would otherwise build inside its pause."""
+        self._model_for_saving()
 
     def _model_for_saving(self):
         """A twin of the learner's network that ``model.keras`` is written from, so the

@@ -171,7 +171,7 @@ class DaemonMonitor:
             self.detections.extend(report.detections)  # drift.py logs each detection
             if report.action == "adapt" and report.adapt is not None:
                 a = report.adapt
-                pipeline.adapt(a.lr_multiplier, a.recent_share, a.steps)
+                pipeline.adapt(a.lr_multiplier, a.recent_share, a.steps, a.replay_keep)
             elif report.action == "checkpoint" and self.daemon is not None:
                 self.daemon.request_checkpoint(reason="drift", tags=["pre-drift"])
         self.detections = self.detections[-100:]

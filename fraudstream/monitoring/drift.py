@@ -87,6 +87,7 @@ class AdaptPlan:
     lr_multiplier: float
     recent_share: float
     steps: int
+    replay_keep: float = 1.0  # share of the replay reservoir kept when adapting starts
 
 
 @dataclass(frozen=True)
@@ -445,7 +446,7 @@ class DriftMonitor:
         adapt = None
         if action == "adapt":
             adapt = AdaptPlan(s.drift_adapt_lr_multiplier, s.drift_adapt_recent_share,
-                              s.drift_adapt_steps)
+                              s.drift_adapt_steps, s.drift_adapt_replay_keep)
         return DriftReport(found, action, adapt)
 
     # --- state -------------------------------------------------------------------------------

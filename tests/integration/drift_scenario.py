@@ -6,8 +6,10 @@ reports the numbers in ``bench/results/drift.json`` and ``docs/monitoring.md``).
 The scenario:
 
 1. simulate ``customers`` customers (twice as many terminals) for ``days`` days; from
-   ``change_day`` the ``stealth`` preset makes compromised customers' frauds look like
-   their ordinary spending (and more frequent);
+   ``change_day`` the ``change`` is in force: by default the amount rule's threshold falls
+   from 220 to 120 (``LOWER_THRESHOLD``), so a band of amounts the model learnt as
+   legitimate turns fraudulent, a change that contradicts what it learnt; ``STEALTH`` (the
+   ``stealth`` preset) brings frauds that look like ordinary spending instead;
 2. **warm-up**: a fresh model learns online from the first ``warm_days`` (a file replay with
    the 7-day label delay, no monitoring), so it has learned the pre-change pattern and its
    feature windows are full; the pipeline is saved as a checkpoint;
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from fraudstream.config import load_settings
-from fraudstream.config.simulate import DriftChange, FraudPattern, SimulatorSettings
+from fraudstream.config.simulate import DriftChange, SimulatorSettings
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.pipeline import Pipeline
 from fraudstream.daemon.replay import ReplayResult, run_replay
@@ -49,6 +51,11 @@ from fraudstream.simulate.output import write_transactions
 DAY = 86_400.0
 LABEL_DELAY = "7d"
 LABEL_DELAY_DAYS = 7
+# The change: amounts above 120 are fraud instead of above 220. Amounts of 120-220, which the
+# model learnt as ordinary (its replay reservoir holds them as legitimate), turn fraudulent.
+LOWER_THRESHOLD = {"amount_threshold": 120.0}
+# For comparison: new fraud evidence that contradicts nothing the model learnt (see the docs).
+STEALTH = {"preset": "stealth"}
 
 
 @dataclasses.dataclass
@@ -58,8 +65,8 @@ class Scenario:
     warm_days: int = 28
     change_day: int = 35
     seed: int = 0
-    change: dict[str, Any] = dataclasses.field(default_factory=lambda: {"preset": "stealth"})
-    fraud: dict[str, Any] = dataclasses.field(default_factory=dict)  # FraudPattern fields before the change
+    # the DriftChange fields in force from change_day (docs/simulator.md)
+    change: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(LOWER_THRESHOLD))
 
     @property
     def label_days(self) -> int:
@@ -84,7 +91,6 @@ def prepare(scenario: Scenario, workdir: Path, settings_overrides: dict[str, Any
     """Simulate, write the warm-up part and the stream, and warm a fresh model up."""
     sim = simulate(
         SimulatorSettings(customers=scenario.customers, terminals=2 * scenario.customers,
-                          fraud=FraudPattern(**scenario.fraud),
                           drift=(DriftChange(day=scenario.change_day, **scenario.change),)),
         days=scenario.days, seed=scenario.seed,
     )

@@ -237,7 +237,8 @@ def test_detections_are_counted_and_the_configured_action_returned():
     registry = CollectorRegistry()
     metrics = Metrics(registry, process=False)
     settings = MonitoringSettings(drift_action="adapt", drift_adapt_lr_multiplier=2.0,
-                                  drift_adapt_recent_share=0.7, drift_adapt_steps=50)
+                                  drift_adapt_recent_share=0.7, drift_adapt_steps=50,
+                                  drift_adapt_replay_keep=0.3)
     monitor = DriftMonitor(settings, metrics=metrics)
     scores, labels, times = loss_stream(5_000, 3_000, seed=0)
     reports = [monitor.update_labelled_many(scores[i:i + BATCH], labels[i:i + BATCH],
@@ -247,7 +248,7 @@ def test_detections_are_counted_and_the_configured_action_returned():
     assert fired and quiet
     assert all(r.action == "adapt" for r in fired)
     assert fired[0].adapt.lr_multiplier == 2.0 and fired[0].adapt.steps == 50
-    assert fired[0].adapt.recent_share == 0.7
+    assert fired[0].adapt.recent_share == 0.7 and fired[0].adapt.replay_keep == 0.3
     assert all(r.action == "none" and r.adapt is None for r in quiet)
     count = sum(len(r.detections) for r in fired)
     assert registry.get_sample_value("fraudstream_drift_detections_total",
