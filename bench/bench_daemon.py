@@ -7,10 +7,14 @@ Usage (``make bench`` starts a broker and sets FRAUDSTREAM_BENCH_BOOTSTRAP)::
 1. Throughput: a backlog of simulated transactions and their label events is produced up
    front; the daemon (``fraudstream run``, a separate process, learning on) drains it, timed
    from its first score to its last. The baseline is the same kafka-python consumer and
-   producer settings moving the same transactions to another topic with no work.
-2. Latency: transactions are produced at a fixed offered load (default 5,000/s) while the
-   daemon runs; for each score, the time from the transaction's produce call to the score's
-   arrival at a consumer. p50/p99 are reported.
+   producer settings on the same inputs with no work: both topics read, each transaction
+   forwarded unchanged. The ratio compares transactions per second.
+2. Latency: events (transactions and labels, half each) are produced at a fixed offered load
+   (default 5,000/s) by a process of its own while the daemon runs; for each transaction, the
+   time from its produce call to its score's arrival at a reader process. p50/p90/p99 are
+   reported, with the daemon's own histograms (produce time to score sent, batch time), and
+   then the same paced events through a pass-through relay process: what the Kafka clients
+   alone cost on this machine.
 
 Prints the figures and writes ``bench/results/daemon.json``.
 """
@@ -178,25 +182,78 @@ def count_scores(bootstrap: str, topic: str, expected: int, timeout_s: float, ar
     return len(seen), first, last
 
 
-def pass_through(bootstrap: str, source: str, target: str, expected: int, batch: int) -> float:
-    """The same client settings as the daemon, moving records with no work: records/s."""
-    consumer = KafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"pass-{uuid.uuid4().hex[:8]}",
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             max_poll_records=batch, fetch_max_wait_ms=5)
+def pass_through(bootstrap: str, topics: dict[str, str], target: str, expected: int, batch: int) -> float:
+    """The daemon's client settings on the same inputs with no work: both topics read, each
+    transaction forwarded unchanged to ``target``; transactions moved per second."""
+    consumer = KafkaConsumer(topics["transactions"], topics["labels"], bootstrap_servers=bootstrap,
+                             group_id=f"pass-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
+                             enable_auto_commit=False, max_poll_records=batch, fetch_max_wait_ms=5)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
     moved, started = 0, None
     while moved < expected:
-        for records in consumer.poll(timeout_ms=200).values():
+        for tp, records in consumer.poll(timeout_ms=200).items():
             started = started or time.perf_counter()
-            for r in records:
-                producer.send(target, key=r.key, value=r.value)
-            moved += len(records)
+            if tp.topic == topics["transactions"]:
+                for r in records:
+                    producer.send(target, key=r.key, value=r.value)
+                moved += len(records)
         consumer.commit()
     producer.flush()
     seconds = time.perf_counter() - started
     consumer.close()
     producer.close()
     return moved / seconds
+
+
+def relay(bootstrap: str, topics: dict[str, str], done) -> None:
+    """The pass-through baseline as a live process: the daemon's consumer and producer
+    settings, both input topics read, each transaction forwarded unchanged to the scores
+    topic (it carries its transaction_id), until ``done`` is set."""
+    consumer = KafkaConsumer(topics["transactions"], topics["labels"], bootstrap_servers=bootstrap,
+                             group_id=f"relay-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest",
+                             enable_auto_commit=False, max_poll_records=500, fetch_max_wait_ms=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
+    while not consumer.assignment():
+        consumer.poll(timeout_ms=100)
+    done.wait(0)  # assigned: the caller may start producing
+    while not done.is_set():
+        for tp, records in consumer.poll(timeout_ms=100).items():
+            if tp.topic == topics["transactions"]:
+                for r in records:
+                    producer.send(topics["scores"], key=r.key, value=r.value)
+    producer.close()
+    consumer.close()
+
+
+def paced_run(args, topics: dict[str, str], live: list, workdir: Path) -> tuple[np.ndarray, float]:
+    """Produce ``live`` at ``args.rate`` from a process of its own while another process reads
+    the scores topic; latency (ms) of each transaction, and the load actually offered."""
+    spawn = multiprocessing.get_context("spawn")
+    workdir.mkdir(parents=True, exist_ok=True)
+    arrivals_file, sent_file = workdir / "arrivals.json", workdir / "sent.json"
+    n_live = sum(1 for e in live if e[3] is not None)
+    reader = spawn.Process(target=read_new_scores, args=(args.bootstrap, topics["scores"], n_live, 600, arrivals_file))
+    reader.start()
+    time.sleep(3)  # the reader has its partitions and end offsets before the first live event
+    producer = spawn.Process(target=produce_paced, args=(args.bootstrap, live, args.rate, sent_file))
+    producer.start()
+    producer.join()
+    reader.join()
+    sent = json.loads(sent_file.read_text())
+    arrivals = json.loads(arrivals_file.read_text())
+    lat = np.array([arrivals[t] - sent["sent_at"][t] for t in sent["sent_at"] if t in arrivals]) * 1000
+    return lat, len(live) / sent["seconds"]
+
+
+def summary(lat: np.ndarray) -> dict[str, float]:
+    q = dict(zip(("p50_ms", "p90_ms", "p99_ms", "p999_ms"), np.percentile(lat, [50, 90, 99, 99.9]))) if lat.size else {}
+    return q | {"max_ms": float(lat.max()) if lat.size else float("nan"), "scored": int(lat.size)}
+
+
+def describe(lat: np.ndarray) -> str:
+    q = summary(lat)
+    return (f"p50 {q['p50_ms']:.1f} ms, p90 {q['p90_ms']:.1f} ms, p99 {q['p99_ms']:.1f} ms, max {q['max_ms']:.1f} ms "
+            f"({q['scored']:,} transactions)") if lat.size else "nothing arrived"
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -228,7 +285,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "args": vars(args) | {"out": str(args.out)}}
 
-    # 1. throughput on a backlog, and the pass-through baseline on the same transactions
+    # 1. throughput on a backlog, and the pass-through baseline on the same inputs
     if not args.skip_throughput:
         topics = {k: f"bench-{run}-{k}" for k in ("transactions", "labels", "scores", "dlq")}
         create_topics(args.bootstrap, list(topics.values()) + [f"bench-{run}-copy"], args.partitions)
@@ -236,20 +293,22 @@ def main() -> None:
         n_tx = sum(1 for e in events if e[3] is not None)
         produce(args.bootstrap, events)
         print(f"backlog: {n_tx:,} transactions and {len(events) - n_tx:,} label events")
-        baseline = pass_through(args.bootstrap, topics["transactions"], f"bench-{run}-copy", n_tx, 500)
-        print(f"pass-through baseline: {baseline:,.0f} records/s")
+        baseline = pass_through(args.bootstrap, topics, f"bench-{run}-copy", n_tx, 500)
+        print(f"pass-through baseline (both topics read, transactions forwarded): {baseline:,.0f} transactions/s")
         proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-a")
         try:
             got, first, last = count_scores(args.bootstrap, topics["scores"], n_tx, timeout_s=900)
         finally:
             stop(proc)
         daemon_tx_s = got / (last - first) if got and last > first else 0.0
-        events_s = daemon_tx_s * len(events) / n_tx
-        print(f"daemon: {got:,} transactions scored, {daemon_tx_s:,.0f} tx/s ({events_s:,.0f} events/s incl. labels, "
-              f"learning on); ratio to pass-through {daemon_tx_s / baseline:.2f} (tx) / {events_s / baseline:.2f} (events)")
+        # label events consumed with the transactions: those written before the last one (the
+        # daemon reads its inputs aligned by record time); later labels are not counted
+        consumed = max(i for i, e in enumerate(events) if e[3] is not None) + 1
+        events_s = daemon_tx_s * consumed / n_tx
+        print(f"daemon: {got:,} transactions scored, {daemon_tx_s:,.0f} tx/s ({events_s:,.0f} events/s with the label "
+              f"events read meanwhile; learning on); ratio to pass-through {daemon_tx_s / baseline:.2f}")
         report["throughput"] = {"transactions": got, "daemon_tx_per_s": daemon_tx_s, "daemon_events_per_s": events_s,
-                                "pass_through_records_per_s": baseline, "ratio_tx": daemon_tx_s / baseline,
-                                "ratio_events": events_s / baseline}
+                                "pass_through_tx_per_s": baseline, "ratio": daemon_tx_s / baseline}
 
     # 2. latency at a fixed offered load: 7 days of backlog first (so labels flow and the
     #    daemon learns), then the following days paced at --rate events/s. The load generator
@@ -263,22 +322,12 @@ def main() -> None:
         live = live[: int(args.rate * args.latency_seconds)]
         port = free_port()
         proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-b", args.checkpoint_seconds, port)
-        spawn = multiprocessing.get_context("spawn")
         try:
             produce(args.bootstrap, backlog)
-            n_backlog = sum(1 for e in backlog if e[3] is not None)
-            count_scores(args.bootstrap, topics["scores"], n_backlog, timeout_s=600)
-            n_live = sum(1 for e in live if e[3] is not None)
-            arrivals_file, sent_file = workdir / "arrivals.json", workdir / "sent.json"
-            reader = spawn.Process(target=read_new_scores, args=(args.bootstrap, topics["scores"], n_live, 600, arrivals_file))
-            reader.start()
-            time.sleep(3)  # the reader has its partitions and end offsets before the first live event
+            count_scores(args.bootstrap, topics["scores"], sum(1 for e in backlog if e[3] is not None), timeout_s=600)
             before = {"latency": histogram(port, "fraudstream_score_latency_seconds"),
                       "batch": histogram(port, "fraudstream_batch_processing_seconds", {"stage": "total"})}
-            producer = spawn.Process(target=produce_paced, args=(args.bootstrap, live, args.rate, sent_file))
-            producer.start()
-            producer.join()
-            reader.join()
+            lat, offered = paced_run(args, topics, live, workdir / "daemon")
             inside = {
                 "produce_to_score_sent": share_within(before["latency"], histogram(port, "fraudstream_score_latency_seconds")),
                 "batch_processing": share_within(before["batch"], histogram(
@@ -286,19 +335,29 @@ def main() -> None:
             }
         finally:
             stop(proc)
-        sent = json.loads(sent_file.read_text())
-        arrivals = json.loads(arrivals_file.read_text())
-        lat = np.array([arrivals[t] - sent["sent_at"][t] for t in sent["sent_at"] if t in arrivals]) * 1000
-        offered = len(live) / sent["seconds"]
-        p50, p99 = (np.percentile(lat, 50), np.percentile(lat, 99)) if lat.size else (float("nan"),) * 2
+        report["latency"] = summary(lat) | {"offered_events_per_s": offered, "inside_daemon_share_within": inside}
         print(f"latency at {offered:,.0f} events/s offered (transactions and labels, learning on, checkpoint every "
-              f"{args.checkpoint_seconds:g} s): p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {lat.max():.1f} ms "
-              f"({lat.size:,} of {len(sent['sent_at']):,} scored)")
+              f"{args.checkpoint_seconds:g} s): " + describe(lat))
         print("inside the daemon (its own histograms over the paced run): " + "; ".join(
             f"{what}: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()) for what, shares in inside.items()))
-        report["latency"] = {"inside_daemon_share_within": inside, "offered_events_per_s": offered, "p50_ms": p50, "p90_ms": np.percentile(lat, 90),
-                             "p99_ms": p99, "p999_ms": np.percentile(lat, 99.9), "max_ms": float(lat.max()),
-                             "scored": int(lat.size), "sent": len(sent["sent_at"])}
+
+        # the same paced events through the pass-through relay: what kafka-python alone costs
+        base = {k: f"bench-{run}-base-{k}" for k in topics}
+        create_topics(args.bootstrap, list(base.values()), args.partitions)
+        rename = {topics["transactions"]: base["transactions"], topics["labels"]: base["labels"]}
+        done = multiprocessing.get_context("spawn").Event()
+        relayer = multiprocessing.get_context("spawn").Process(target=relay, args=(args.bootstrap, base, done))
+        relayer.start()
+        try:
+            time.sleep(8)  # the relay has joined its group and holds its partitions
+            lat, offered = paced_run(args, base, [(rename[t], k, v, i) for t, k, v, i in live], workdir / "relay")
+        finally:
+            done.set()
+            relayer.join(30)
+            if relayer.is_alive():
+                relayer.kill()
+        report["latency_pass_through"] = summary(lat) | {"offered_events_per_s": offered}
+        print(f"pass-through relay at {offered:,.0f} events/s offered: " + describe(lat))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float))

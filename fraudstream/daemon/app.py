@@ -57,16 +57,19 @@ def trimmed_dlq_record(dead: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def freeze_heap() -> None:
+def freeze_heap(collect: bool = True) -> None:
     """Collect, then exempt every surviving object from later cyclic collections.
 
     TensorFlow and Keras leave millions of long-lived objects; a full (generation 2)
     collection walks them all and stops the loop for about half a second. Frozen objects
     are still freed by reference counting; only cycles among them would outlive the
-    process, and the daemon's own long-lived state holds none. Run at start and after each
-    checkpoint, when the loop pauses anyway, so full collections only walk what is newer.
+    process, and the daemon's own long-lived state holds none. Run at start, and (without
+    the collection, which would stop the loop) after the first checkpoint, by when the first
+    training step and save have created what they keep; full collections then only walk
+    what is newer.
     """
-    gc.collect()
+    if collect:
+        gc.collect()
     gc.freeze()
 
 
@@ -140,6 +143,7 @@ class Daemon:
         self.source = self._new_source()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         self.pipeline.learn_in_background()  # scoring never waits for a training step
+        self.pipeline.prepare_checkpoints()  # not in the first checkpoint's pause
         # Hand the GIL over within 1 ms instead of 5: the learning and checkpoint threads
         # run Python between TensorFlow calls, and the loop should not wait on them.
         sys.setswitchinterval(0.001)
@@ -294,7 +298,7 @@ class Daemon:
         committed = self.source.commit(offsets)
         self.checkpoints_written += 1
         if self.checkpoints_written == 1:
-            freeze_heap()  # the first step and save have traced and imported what they need
+            freeze_heap(collect=False)  # the first step and save have traced and imported what they need
         seconds = time.monotonic() - started
         log.info(
             "checkpoint %s (%s): %d steps, %d rows learned, committed=%s, %.3fs (%.3fs in the loop)",
