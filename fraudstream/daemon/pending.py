@@ -112,7 +112,7 @@ class PendingStore:
                 self.free.append(slot)
                 return
 
-    def add_many(self, ids: list[str], X: np.ndarray, scores: np.ndarray, times: np.ndarray, contexts: list[Any],
+    def add_many(self, ids: list[str], X: np.ndarray, scores: np.ndarray, times: np.ndarray, contexts: list[Transaction],
                  shadow_scores: np.ndarray | None = None) -> None:
         """Keep scored rows; ``shadow_scores`` are a second model's scores of the same rows."""
         shadow = scores if shadow_scores is None else shadow_scores
@@ -132,14 +132,16 @@ class PendingStore:
             self.score[slot] = scores[i]
             self.shadow[slot] = shadow[i]
             self.time[slot] = times[i]
-            self.context[slot] = contexts[i]
+            # a plain tuple of scalars, which the garbage collector stops tracking: a million
+            # waiting named tuples would make every full collection walk them all
+            self.context[slot] = tuple(contexts[i])
             self.order.append((float(times[i]), tx_id, slot))
             if times[i] > self.now:
                 self.now = float(times[i])
 
     def context_of(self, tx_id: str) -> Any | None:
         slot = self.slot_of.get(tx_id)
-        return None if slot is None else self.context[slot]
+        return None if slot is None else Transaction._make(self.context[slot])
 
     def pop_many(self, ids: list[str], labels: list[int]) -> tuple[Joined, int]:
         """Remove and return the rows these labels join; also how many found no row."""
@@ -158,7 +160,7 @@ class PendingStore:
             scores=self.score[idx].copy(),
             labels=np.asarray(found_labels, np.float32),
             times=self.time[idx].copy(),
-            contexts=[self.context[s] for s in slots],
+            contexts=[Transaction._make(self.context[s]) for s in slots],
             shadow_scores=self.shadow[idx].copy(),
         )
         for slot in slots:

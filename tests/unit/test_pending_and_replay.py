@@ -12,26 +12,31 @@ def rows(n, d=3, start=0.0):
     return np.arange(n * d, dtype=np.float32).reshape(n, d) + start
 
 
+def txs(*ids: str) -> list[Transaction]:
+    return [Transaction(tx_id, i, f"c{i}", "m1", 10.0) for i, tx_id in enumerate(ids)]
+
+
 def test_labels_join_rows_once_and_unmatched_are_counted():
     store = PendingStore(3, capacity=100, ttl_seconds=1000)
-    store.add_many(["a", "b", "c"], rows(3), np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0]), [1, 2, 3])
+    contexts = txs("a", "b", "c")
+    store.add_many(["a", "b", "c"], rows(3), np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 3.0]), contexts)
     joined, unmatched = store.pop_many(["b", "x", "b"], [1, 0, 1])
     assert joined.ids == ["b"] and unmatched == 2
     np.testing.assert_array_equal(joined.X[0], rows(3)[1])
-    assert joined.contexts == [2] and len(store) == 2
+    assert joined.contexts == [contexts[1]] and len(store) == 2
 
 
 def test_ttl_expires_old_rows_in_event_time():
     store = PendingStore(3, capacity=100, ttl_seconds=10)
-    store.add_many(["a", "b"], rows(2), np.zeros(2), np.array([0.0, 5.0]), [None, None])
-    store.add_many(["c"], rows(1), np.zeros(1), np.array([12.0]), [None])
+    store.add_many(["a", "b"], rows(2), np.zeros(2), np.array([0.0, 5.0]), txs("a", "b"))
+    store.add_many(["c"], rows(1), np.zeros(1), np.array([12.0]), txs("c"))
     assert store.expire() == 1 and "a" not in store and store.expired == 1
 
 
 def test_capacity_evicts_oldest():
     store = PendingStore(3, capacity=4, ttl_seconds=1e9)
     ids = [f"t{i}" for i in range(6)]
-    store.add_many(ids, rows(6), np.zeros(6), np.arange(6.0), [None] * 6)
+    store.add_many(ids, rows(6), np.zeros(6), np.arange(6.0), txs(*ids))
     assert len(store) == 4 and "t0" not in store and "t1" not in store and store.evicted == 2
 
 
@@ -116,3 +121,14 @@ def test_replay_steps_add_replay_only_passes():
     trainer.add_many(rows(4), np.zeros(4), [f"t{i}" for i in range(4)])
     # one fresh step of 4 rows, then two replay-only steps of 4 rows from the reservoir
     assert learner.seen == 12 and trainer.steps == 1 and trainer.rows_learned == 4
+
+
+def test_waiting_rows_are_not_walked_by_the_garbage_collector():
+    import gc
+
+    store = PendingStore(3, capacity=100, ttl_seconds=1000)
+    contexts = [Transaction(f"t{i}", i, "c1", "m1", 1.5) for i in range(10)]
+    store.add_many([c.transaction_id for c in contexts], rows(10), np.zeros(10), np.arange(10.0), contexts)
+    gc.collect()
+    assert not any(gc.is_tracked(c) for c in store.context if c is not None)
+    assert store.context_of("t3") == contexts[3] and type(store.context_of("t3")) is Transaction
