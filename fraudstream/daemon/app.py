@@ -161,14 +161,13 @@ class Daemon:
                     if self.pipeline.handle_model_requests(self.model_requests, self.store) and self._requested is None:
                         self._requested = ("lifecycle", ["lifecycle"])  # a promotion or rollback: keep it
                     self._finish_checkpoint(wait=False)
-                    if self._writing is not None:
-                        pass  # one checkpoint at a time; a due or requested one waits its turn
-                    elif self._requested is not None:
-                        reason, tags = self._requested
-                        self._requested = None
-                        self.checkpoint(reason=reason, tags=tags, wait=False)
-                    elif self._checkpoint_due():
-                        self.checkpoint(reason="interval", wait=False)
+                    if self._writing is None:  # one at a time: a due or requested one waits its turn
+                        if self._requested is not None:
+                            reason, tags = self._requested
+                            self._requested = None
+                            self.checkpoint(reason=reason, tags=tags, wait=False)
+                        elif self._checkpoint_due():
+                            self.checkpoint(reason="interval", wait=False)
         finally:
             with self.lock:
                 self.checkpoint(reason="stop")

@@ -68,10 +68,6 @@ class BackgroundLearning:
             out.append(self._results.popleft())
         return out
 
-    @property
-    def queued(self) -> int:
-        return self._jobs.qsize()
-
     def close(self, timeout_s: float = 60.0) -> None:
         """Finish the queued jobs, then stop the worker."""
         self._jobs.put(None)
