@@ -167,6 +167,7 @@ def run_demo(
         stats: dict[str, Any] = {}
         with Live(_view(stats), console=console, refresh_per_second=4) as live:
             last_consumed, last_t = 0, time.monotonic()
+            caught_up = False
             while True:
                 time.sleep(0.5)
                 m = monitor.metrics
@@ -195,6 +196,10 @@ def run_demo(
                 live.update(_view(stats))
                 sent = produced.get("report")
                 drained = sent is not None and consumed >= sent.transactions + sent.labels
+                if drained and not caught_up:
+                    daemon.pipeline.drain()  # the learning thread catches up before the last view
+                    caught_up = True
+                    continue
                 if drained or not daemon_thread.is_alive() or "error" in produced:
                     break
         if "error" in produced:

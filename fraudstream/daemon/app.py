@@ -156,6 +156,8 @@ class Daemon:
                 with self.lock:
                     if records:
                         self._process(records)
+                    else:
+                        self._report_learning()
                     if self.monitor is not None:
                         self.monitor.on_idle(self)  # may adapt training after a drift: under the lock
                     if self.pipeline.handle_model_requests(self.model_requests, self.store) and self._requested is None:
@@ -170,7 +172,8 @@ class Daemon:
                             self.checkpoint(reason="interval", wait=False)
         finally:
             with self.lock:
-                self.checkpoint(reason="stop")
+                self.checkpoint(reason="stop")  # the learner is drained: every step is reported
+                self._report_learning()
                 self.closing = True
             self.pipeline.close()
             self._writer.shutdown()
@@ -231,6 +234,12 @@ class Daemon:
             self.offsets[(r.topic, r.partition)] = r.offset + 1
         if self.monitor is not None:
             self.monitor.on_batch(self, out, records)
+
+    def _report_learning(self) -> None:
+        """Steps the learning thread finished while no batch came to carry them."""
+        steps = self.pipeline.finished_learning()
+        if steps and self.monitor is not None:
+            self.monitor.on_learned(self, steps)
 
     def _checkpoint_due(self) -> bool:
         cfg = self.settings.checkpoints

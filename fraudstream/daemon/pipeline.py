@@ -409,6 +409,12 @@ class Pipeline:
         if self.background is None:
             self.background = BackgroundLearning()
 
+    def finished_learning(self) -> list[StepResult]:
+        """Steps the learning thread finished since the last batch (for an idle loop)."""
+        if self.background is None:
+            return []
+        return [step for steps, _ in self.background.take_results() for step in steps]
+
     def drain(self) -> None:
         """Wait for the learning thread to be idle, before reading or replacing the learner."""
         if self.background is not None:

@@ -126,10 +126,16 @@ class DaemonMonitor:
             m.scores.labels(decision=decision).inc(n)
         m.labels_unmatched.inc(out.unmatched_labels)
         m.pending_expired.inc(out.expired)
+        m.pending_rows.set(len(daemon.pipeline.pending))
+        self.on_learned(daemon, out.steps)
+        self.collect(out)
+
+    def on_learned(self, daemon, steps: list) -> None:
+        """Training steps finished (with a batch, or later by the learning thread)."""
+        m = self.metrics
         pipeline = daemon.pipeline
-        m.pending_rows.set(len(pipeline.pending))
         trainer = pipeline.trainer
-        for step in out.steps:
+        for step in steps:
             if step.accepted:
                 m.train_steps.inc()
                 m.train_rows.labels(source="fresh").inc(step.rows)
@@ -140,7 +146,6 @@ class DaemonMonitor:
         m.replay_rows.labels(**{"class": "legit"}).set(trainer.reservoir.filled[0])
         m.replay_rows.labels(**{"class": "fraud"}).set(trainer.reservoir.filled[1])
         m.model_version.set(pipeline.served_version)
-        self.collect(out)
 
     def collect(self, out) -> None:
         """Keep a batch's scored and joined rows for the next :meth:`flush`."""
