@@ -42,15 +42,6 @@ class RequestInvalid(EventInvalid):
         self.error = error
 
 
-def _entity_of(features: FeaturePipeline, column: str) -> Callable[[Transaction], str]:
-    fields = features.spec.fields
-    if column == fields.customer:
-        return lambda tx: tx.customer
-    if column == fields.terminal:
-        return lambda tx: tx.terminal
-    return lambda tx: tx.extra[column]
-
-
 def fork_features(features: FeaturePipeline, txs: list[Transaction]) -> FeaturePipeline:
     """A throwaway pipeline holding copies of the window state of the entities ``txs`` name,
     the watermark and the normaliser: streaming ``txs`` through it gives the rows the live
@@ -66,7 +57,7 @@ def fork_features(features: FeaturePipeline, txs: list[Transaction]) -> FeatureP
     live_states = features._event_states + features._label_states
     own_states = scratch._event_states + scratch._label_states
     for live, own in zip(live_states, own_states, strict=True):
-        entity = _entity_of(features, live.group.entity)
+        entity = features.entity_key(live.group.entity)
         for key in {entity(tx) for tx in txs}:
             found = live.entities.get(key)
             if found is not None:

@@ -235,7 +235,8 @@ class FeaturePipeline:
             raise EventInvalid("bad_label", f"expected 0 or 1, got {y!r}"[:80], self.spec.fields.label)
         return int(y)
 
-    def _key_getter(self, col: str):
+    def entity_key(self, col: str):
+        """The function that reads entity column ``col`` (customer, terminal or an extra) of a transaction."""
         f = self.spec.fields
         if col == f.customer:
             return lambda e: e.customer
@@ -246,7 +247,7 @@ class FeaturePipeline:
     def _label_entries(self, st: LabelWindowState, pairs: list[tuple[Transaction, int]]) -> list[tuple[str, int, int]]:
         """``(key, transaction time, label)`` for one label group, dropping (and counting)
         labels already older than the group's span at the watermark."""
-        get = self._key_getter(st.group.entity)
+        get = self.entity_key(st.group.entity)
         cut = self.watermark_us - st.group.span_us
         out = []
         for tx, y in pairs:
