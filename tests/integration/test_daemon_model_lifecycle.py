@@ -71,7 +71,9 @@ def test_model_commands_reach_a_running_daemon(kafka_bootstrap, unique_topic, da
     ends = end_offsets(kafka_bootstrap, topics.inputs)
     daemon = daemons.start(config)
     daemon.wait_for_log(r"model promote \(manual\)", timeout=120)
-    assert read_ack(checkpoints)["status"] == "applied"
+    # the daemon logs the promotion as it applies it, and answers just after
+    ack = daemon.wait_until(lambda: read_ack(checkpoints), 30, "the answer to the request")
+    assert ack["status"] == "applied", ack
     info = daemon.wait_until(lambda: (i := newest_checkpoint(checkpoints)) and covers(i, ends) and i, 180,
                              "a checkpoint covering the stream")
     first_champion = info.meta["lifecycle"]["champion_version"]
