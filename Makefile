@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 	broker-logs bench demo clean
 
 help:
-	@echo "make venv          create $(VENV) ($(PYTHON)) and install fraudstream[test] pinned by $(LOCK)"
+	@echo "make venv          create $(VENV) ($(PYTHON)) and install fraudstream[test,bench] pinned by $(LOCK)"
 	@echo "make lock          rewrite $(LOCK) from the installed venv"
 	@echo "make kafka-jars    fetch and cache the Kafka broker jars (Maven)"
 	@echo "make test          unit + integration tests against a real broker on $(TEST_KAFKA_PORT)"
@@ -39,7 +39,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml $(wildcard $(LOCK))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade-strategy only-if-needed \
-		$(if $(wildcard $(LOCK)),-c $(LOCK)) -e '.[test]'
+		$(if $(wildcard $(LOCK)),-c $(LOCK)) -e '.[test,bench]'
 	@touch $@
 
 lock: venv

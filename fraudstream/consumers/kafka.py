@@ -30,9 +30,12 @@ log = logging.getLogger(__name__)
 Offsets = dict[tuple[str, int], int]
 
 #: A partition whose newest delivered record is this much newer (Kafka record time) than the
-#: slowest partition that still has records to read waits until that one catches up. Small:
-#: a backlog written by a fast producer packs days of event time into one second.
-MAX_SKEW_MS = 100
+#: slowest partition that still has records to read waits until that one catches up. A live
+#: stream's partitions are milliseconds apart, so this only bites on a backlog, where a fast
+#: producer packs hours of event time into a second: well inside the pending store's TTL
+#: (days). Each pause costs a fetch round trip when the partition resumes; at 100 ms the
+#: daemon drained a backlog about 35% slower than at 1 s (bench/bench_daemon.py).
+MAX_SKEW_MS = 1000
 #: A partition that delivered nothing for this long stops holding the others back.
 ALIGN_IDLE_S = 30.0
 #: How long a poll may take to finish a pending group rebalance, rebalance hooks included.
