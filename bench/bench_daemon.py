@@ -15,8 +15,9 @@ Usage (``make bench`` starts a broker and sets FRAUDSTREAM_BENCH_BOOTSTRAP)::
    and the reader use librdkafka (confluent-kafka, the ``bench`` extra) so that they take as
    little as they can of the CPU they measure. p50/p90/p99 are
    reported, with the daemon's own histograms (produce time to score sent, batch time), and
-   then the same paced events through a pass-through relay process: what the Kafka clients
-   alone cost on this machine.
+   then the same paced events through a pass-through relay process (what the Kafka clients
+   alone cost on this machine), and straight from the load generator to the reader (the
+   floor the broker and the harness set).
 
 Prints the figures and writes ``bench/results/daemon.json``.
 """
@@ -74,6 +75,8 @@ def produce_paced(bootstrap: str, events: list, rate: float, out: Path) -> None:
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": 1})
+    for topic in {e[0] for e in events}:  # connections and metadata before the clock starts
+        producer.list_topics(topic, timeout=30)
     sent_at: dict[str, float] = {}
     start = time.perf_counter()
     for i, (topic, key, value, tx_id) in enumerate(events):
@@ -123,6 +126,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def sum_of(port: int, sample_name: str) -> float:
+    """One unlabelled sample of the daemon's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == sample_name)
+
+
 def histogram(port: int, name: str, labels: dict[str, str] | None = None) -> dict[float, float]:
     """Cumulative bucket counts (upper bound -> count) of a histogram on the daemon's /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -132,6 +141,21 @@ def histogram(port: int, name: str, labels: dict[str, str] | None = None) -> dic
             if sample.name == f"{name}_bucket" and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
                 out[float(sample.labels["le"])] = sample.value
     return out
+
+
+def learner_caught_up(port: int, timeout_s: float) -> float:
+    """Wait until the daemon's learning thread has no batch left (its backlog gauge is 0, and
+    still 0 a snapshot later); seconds waited. A drained backlog can leave the learner minutes
+    behind, and its catching up would otherwise be measured as the paced run's latency."""
+    started = time.monotonic()
+    zeros = 0
+    while zeros < 2 and time.monotonic() - started < timeout_s:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        backlog = next((s.value for f in text_string_to_metric_families(text) for s in f.samples
+                        if s.name == "fraudstream_train_backlog_batches"), None)
+        zeros = zeros + 1 if backlog == 0 else 0
+        time.sleep(2.5)  # the gauge is refreshed every 2 s
+    return time.monotonic() - started
 
 
 def share_within(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
@@ -310,9 +334,12 @@ def main() -> None:
         print(f"backlog: {n_tx:,} transactions and {len(events) - n_tx:,} label events")
         baseline = pass_through(args.bootstrap, topics, f"bench-{run}-copy", n_tx, 500)
         print(f"pass-through baseline (both topics read, transactions forwarded): {baseline:,.0f} transactions/s")
-        proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-a")
+        port = free_port()
+        proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-a", monitoring_port=port)
         try:
             got, first, last = count_scores(args.bootstrap, topics["scores"], n_tx, timeout_s=900)
+            polls = histogram(port, "fraudstream_batch_size_events")
+            per_poll = float(sum_of(port, "fraudstream_batch_size_events_sum") / polls[float("inf")])
         finally:
             stop(proc)
         daemon_tx_s = got / (last - first) if got and last > first else 0.0
@@ -321,9 +348,11 @@ def main() -> None:
         consumed = max(i for i, e in enumerate(events) if e[3] is not None) + 1
         events_s = daemon_tx_s * consumed / n_tx
         print(f"daemon: {got:,} transactions scored, {daemon_tx_s:,.0f} tx/s ({events_s:,.0f} events/s with the label "
-              f"events read meanwhile; learning on); ratio to pass-through {daemon_tx_s / baseline:.2f}")
+              f"events read meanwhile; learning on); ratio to pass-through {daemon_tx_s / baseline:.2f}; "
+              f"{per_poll:.0f} events per poll")
         report["throughput"] = {"transactions": got, "daemon_tx_per_s": daemon_tx_s, "daemon_events_per_s": events_s,
-                                "pass_through_tx_per_s": baseline, "ratio": daemon_tx_s / baseline}
+                                "pass_through_tx_per_s": baseline, "ratio": daemon_tx_s / baseline,
+                                "events_per_poll": per_poll}
 
     # 2. latency at a fixed offered load: 7 days of backlog first (so labels flow and the
     #    daemon learns), then the following days paced at --rate events/s. The load generator
@@ -340,6 +369,7 @@ def main() -> None:
         try:
             produce(args.bootstrap, backlog)
             count_scores(args.bootstrap, topics["scores"], sum(1 for e in backlog if e[3] is not None), timeout_s=600)
+            print(f"backlog scored; the learner caught up {learner_caught_up(port, 600):.0f} s later")
             before = {"latency": histogram(port, "fraudstream_score_latency_seconds"),
                       "batch": histogram(port, "fraudstream_batch_processing_seconds", {"stage": "total"})}
             lat, offered = paced_run(args, topics, live, workdir / "daemon")
@@ -373,6 +403,15 @@ def main() -> None:
                 relayer.kill()
         report["latency_pass_through"] = summary(lat) | {"offered_events_per_s": offered}
         print(f"pass-through relay at {offered:,.0f} events/s offered: " + describe(lat))
+
+        # and with nothing between them: each transaction goes straight to the topic the
+        # reader reads. The floor this machine (broker and harness) sets under both runs.
+        floor = {k: f"bench-{run}-floor-{k}" for k in topics}
+        create_topics(args.bootstrap, list(floor.values()), args.partitions)
+        rename = {topics["transactions"]: floor["scores"], topics["labels"]: floor["labels"]}
+        lat, offered = paced_run(args, floor, [(rename[t], k, v, i) for t, k, v, i in live], workdir / "floor")
+        report["latency_floor"] = summary(lat) | {"offered_events_per_s": offered}
+        print(f"no relay (load generator straight to the reader) at {offered:,.0f} events/s offered: " + describe(lat))
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float))

@@ -61,6 +61,10 @@ class BackgroundLearning:
         self._jobs.join()
         self._raise_failure()
 
+    def unfinished(self) -> int:
+        """Jobs submitted and not finished yet (queued or running)."""
+        return self._jobs.unfinished_tasks
+
     def take_results(self) -> list[Any]:
         """Results of the jobs finished since the last call, in submission order."""
         out = []

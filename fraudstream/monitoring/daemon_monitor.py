@@ -192,6 +192,8 @@ class DaemonMonitor:
             self.snapshot = self.prequential.snapshot()
             self.metrics.set_prequential(self.snapshot)
             self._export_lifecycle(daemon.pipeline)
+            if daemon.pipeline.background is not None:
+                self.metrics.train_backlog.set(daemon.pipeline.background.unfinished())
             self.metrics.partitions_assigned.clear()
             per_topic: dict[str, int] = {}
             for topic, _ in daemon.assigned:

@@ -157,6 +157,9 @@ class Metrics:
         self.train_rows = Counter(
             "train_rows", "Rows learned in accepted steps, fresh or replayed.",
             ["source"], namespace=ns, registry=r)
+        self.train_backlog = Gauge(
+            "train_backlog_batches", "Joined batches handed to the learning thread and not learned yet.",
+            namespace=ns, registry=r)
         self.train_loss = Gauge(
             "train_loss", "Loss of the last accepted training step.", namespace=ns, registry=r)
         self.guard_rejections = Counter(

@@ -29,6 +29,19 @@ def test_jobs_run_in_order_and_drain_waits_for_all():
     learning.close()
 
 
+def test_unfinished_counts_queued_and_running_jobs():
+    learning = BackgroundLearning()
+    release = threading.Event()
+    learning.submit(release.wait)  # runs, and holds the worker
+    learning.submit(lambda: None)
+    learning.submit(lambda: None)
+    assert learning.unfinished() == 3
+    release.set()
+    learning.drain()
+    assert learning.unfinished() == 0
+    learning.close()
+
+
 def test_a_failed_job_stops_learning_and_is_raised_in_the_loop():
     learning = BackgroundLearning()
     ran = []
