@@ -30,12 +30,15 @@ log = logging.getLogger(__name__)
 Offsets = dict[tuple[str, int], int]
 
 #: A partition whose newest delivered record is this much newer (Kafka record time) than the
-#: slowest partition that still has records to read waits until that one catches up. A live
-#: stream's partitions are milliseconds apart, so this only bites on a backlog, where a fast
-#: producer packs hours of event time into a second: well inside the pending store's TTL
-#: (days). Each pause costs a fetch round trip when the partition resumes; at 100 ms the
-#: daemon drained a backlog about 35% slower than at 1 s (bench/bench_daemon.py).
-MAX_SKEW_MS = 1000
+#: slowest partition that still has records to read waits until that one catches up. Small:
+#: a backlog written by a fast producer packs days of event time into one second (at 1 s,
+#: a test backlog's labels fell weeks behind its transactions and their rows expired).
+MAX_SKEW_MS = 100
+#: Poll timeout while the alignment holds partitions paused. With nothing else to fetch,
+#: kafka-python 3.0.12 sleeps through the whole timeout (up to retry_backoff_ms, 100 ms) before
+#: it looks at resumed partitions again; catching up on a backlog, that sleep took more than
+#: half of the loop's time.
+ALIGNED_POLL_MS = 5
 #: A partition that delivered nothing for this long stops holding the others back.
 ALIGN_IDLE_S = 30.0
 #: How long a poll may take to finish a pending group rebalance, rebalance hooks included.
@@ -150,6 +153,8 @@ class KafkaSource:
         self._finish_rebalance()
         if self.max_skew_ms is not None:
             self._unstick_fetcher()
+            if self.consumer.paused():
+                timeout = min(timeout, ALIGNED_POLL_MS)
         batches = self.consumer.poll(timeout_ms=timeout)
         if self.max_skew_ms is not None:
             self._align(batches)
@@ -234,6 +239,10 @@ class KafkaSource:
         except (KafkaError, KeyError, TypeError) as exc:  # assignment changed meanwhile: decide next poll
             log.debug("input alignment skipped: %s", exc)
 
+    def resolved_position(self, topic: str, partition: int) -> int | None:
+        """The next offset to fetch of an assigned partition; None until it is known."""
+        return self._position(TopicPartition(topic, partition))
+
     def _position(self, tp: TopicPartition) -> int | None:
         """The next offset to fetch, read from the subscription state without any I/O.
 
@@ -246,6 +255,9 @@ class KafkaSource:
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self.consumer.seek(TopicPartition(topic, partition), offset)
+
+    def seek_to_beginning(self, topic: str, partition: int) -> None:
+        self.consumer.seek_to_beginning(TopicPartition(topic, partition))
 
     def commit(self, offsets: Offsets) -> bool:
         """Commit ``offsets`` (next offset to read per partition); False if Kafka refused."""
