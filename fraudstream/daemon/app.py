@@ -83,6 +83,10 @@ class Daemon:
         self.pipeline = Pipeline.restore_or_create(settings, self.store, artifact)
         self.monitor = monitor
         self.offsets: dict[tuple[str, int], int] = dict(self.pipeline.offsets)
+        # Resumed from an older checkpoint than the newest on disk (that one is corrupt):
+        # offsets committed since may belong to what the newer one learned.
+        newest = next(iter(self.store.list(verify=False)), None)
+        self._fell_back = self.pipeline.resumed_seq is not None and newest is not None and newest.seq > self.pipeline.resumed_seq
         self.stopping = threading.Event()
         self.lock = threading.RLock()
         self.assigned: set[tuple[str, int]] = set()
@@ -121,6 +125,14 @@ class Daemon:
                 if key in self.offsets:
                     self.source.seek(tp.topic, tp.partition, self.offsets[key])
                     log.info("assigned %s[%d]: seek to checkpointed offset %d", *key, self.offsets[key])
+                elif self._fell_back:
+                    # Every checkpoint holds the position of every partition assigned when it
+                    # was written, so the resumed state has read nothing of this one (the topic
+                    # grew since). Its committed offset came from the newer, corrupt checkpoint:
+                    # starting there would skip what only that one had learned.
+                    self.source.seek_to_beginning(tp.topic, tp.partition)
+                    log.warning("assigned %s[%d]: not in the resumed checkpoint, which is older than the "
+                                "newest (corrupt) one; reading it from the beginning", *key)
                 else:
                     log.info("assigned %s[%d]: no checkpointed offset, using committed/reset", *key)
 
@@ -158,6 +170,8 @@ class Daemon:
                         self._process(records)
                     else:
                         self._report_learning()
+                    if self.assigned - self.offsets.keys():
+                        self._note_positions()
                     if self.monitor is not None:
                         self.monitor.on_idle(self)  # may adapt training after a drift: under the lock
                     if self.pipeline.handle_model_requests(self.model_requests, self.store) and self._requested is None:
@@ -234,6 +248,17 @@ class Daemon:
             self.offsets[(r.topic, r.partition)] = r.offset + 1
         if self.monitor is not None:
             self.monitor.on_batch(self, out, records)
+
+    def _note_positions(self) -> None:
+        """Record where assigned partitions that delivered nothing yet stand, once known.
+
+        A checkpoint then holds every assigned partition, read or idle, and a partition
+        missing from the one resumed is one it never saw (see ``_on_assigned``).
+        """
+        for topic, partition in self.assigned - self.offsets.keys():
+            position = self.source.resolved_position(topic, partition)
+            if position is not None:
+                self.offsets[(topic, partition)] = position
 
     def _report_learning(self) -> None:
         """Steps the learning thread finished while no batch came to carry them."""

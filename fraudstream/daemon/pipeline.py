@@ -120,6 +120,7 @@ class Pipeline:
         self.pending = PendingStore(n, training.pending_max, training.pending_ttl_days * 86_400)
         self.early = EarlyLabels(training.pending_max, training.pending_ttl_days * 86_400)
         self.offsets: dict[tuple[str, int], int] = {}
+        self.resumed_seq: int | None = None  # the checkpoint this state came from
         self.base_version = 0
         self.extra_state: dict[str, dict[str, Any]] = {}  # monitoring state restored from a checkpoint
         self._adapt_until: int | None = None
@@ -186,6 +187,7 @@ class Pipeline:
         pipe.early.load_state_dict(read_state(path, "early_labels"))
         meta = info.meta
         pipe.offsets = {(t, int(p)): int(o) for t, p, o in meta["offsets"]}
+        pipe.resumed_seq = info.seq
         pipe.base_version = int(meta.get("base_version", 0))
         if "drift_reference" in meta.get("extra_state", []):
             pipe.drift_reference = read_state(path, "drift_reference")

@@ -12,6 +12,7 @@ import re
 import uuid
 
 import pytest
+from kafka.admin import KafkaAdminClient, NewPartitions
 
 from daemon_harness import (
     Stream,
@@ -22,6 +23,7 @@ from daemon_harness import (
     end_offsets,
     make_topics,
     newest_checkpoint,
+    produce_records,
     produce_stream,
     scored_ids,
     write_config,
@@ -75,4 +77,62 @@ def test_a_truncated_checkpoint_is_skipped_and_the_previous_one_resumed(kafka_bo
 
     missing = set(stream.tx_ids) - set(scored_ids(kafka_bootstrap, topics.scores))
     assert not missing, f"{len(missing)} transactions never scored"
+    daemons.assert_none_running()
+
+
+def test_a_partition_the_resumed_checkpoint_never_read_starts_from_its_beginning(
+    kafka_bootstrap, unique_topic, daemons, tmp_path
+):
+    """The inputs grow a partition after checkpoint A. Later checkpoints read it and commit its
+    offsets; when they are all corrupt, the daemon resumes A, which holds nothing of the new
+    partitions: it must read them from their beginning, not from the offsets committed after
+    A, or it never learns what only the corrupt checkpoints had learned."""
+    stream = Stream.simulated(customers=200, terminals=400, days=30, seed=22)
+    topics = make_topics(unique_topic, 1, 1)
+    topic_of = {"transaction": topics.transactions, "label": topics.labels}
+    half = len(stream.events) // 2
+    produce_records(kafka_bootstrap, ((topic_of[k], key, v) for k, key, v, _ in stream.events[:half]))
+    checkpoints = tmp_path / "checkpoints"
+    config = write_config(
+        tmp_path / "run.yaml", kafka_bootstrap, topics, f"grown-{uuid.uuid4().hex[:8]}", checkpoints,
+        checkpoints={"every_seconds": 2.0, "keep": 1000},
+    )
+    store = CheckpointStore(checkpoints)
+
+    def run_until_covered(name: str, ends: dict) -> None:
+        daemon = daemons.start(config, name)
+        daemon.wait_until(lambda: (c := newest_checkpoint(checkpoints)) is not None and covers(c, ends),
+                          timeout=300, what="a checkpoint at the end offsets of both inputs")
+        assert daemon.terminate() == 0, daemon.tail()
+
+    run_until_covered("before growing", end_offsets(kafka_bootstrap, topics.inputs))
+    resumed = newest_checkpoint(checkpoints)
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.create_partitions({t: NewPartitions(total_count=2) for t in topics.inputs})
+    finally:
+        admin.close()
+    produce_records(kafka_bootstrap, ((topic_of[k], key, v) for k, key, v, _ in stream.events[half:]))
+    ends = end_offsets(kafka_bootstrap, topics.inputs)
+    assert ends[(topics.transactions, 1)] > 0 and ends[(topics.labels, 1)] > 0, "nothing went to the new partitions"
+    run_until_covered("after growing", ends)
+
+    later = [i for i in store.list() if i.seq > resumed.seq]
+    assert later and all((topics.transactions, 1) in checkpoint_offsets(i) for i in later[:1])
+    for info in later:
+        victim = info.path / "model.keras"
+        os.truncate(victim, victim.stat().st_size // 2)
+
+    third = daemons.start(config, "after the corruption")
+    third.wait_for_log(rf"resumed from checkpoint {resumed.name}\b", timeout=180)
+
+    def caught_up():
+        info = newest_checkpoint(checkpoints)
+        return info if info is not None and info.seq > later[0].seq and covers(info, ends) else None
+
+    info = third.wait_until(caught_up, timeout=300, what="a checkpoint at the end offsets of both inputs")
+    assert_learned_exactly_once(info, stream.label_ids)
+    third.wait_for_log(rf"assigned {re.escape(topics.transactions)}\[1\]: not in the resumed checkpoint", timeout=5)
+    assert third.terminate() == 0, third.tail()
     daemons.assert_none_running()
