@@ -204,6 +204,12 @@ class FeatureSpec(Section):
             raise ValueError(f"unknown time zone {v!r}") from exc
         return v
 
+    def warmup_days(self) -> float:
+        """Event-time days before every window of an entity seen from the start can be full:
+        the longest window plus its label delay."""
+        _, windows, _ = self.resolved()
+        return max((max(g.days) + getattr(g, "delay_days", 0.0) for g in windows), default=0.0)
+
     def resolved(self) -> tuple[tuple[str, ...], tuple, tuple[RatioFeature, ...]]:
         """The stateless, window and ratio lists in force: explicit ones, else the preset's."""
         preset = PRESETS[self.preset]

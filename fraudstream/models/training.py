@@ -12,6 +12,7 @@ the handbook's card precision@k); the weights of the epoch with the best AP are 
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from fraudstream.models import evaluation
 from fraudstream.models.builder import build_model, fraud_weight
 from fraudstream.models.exceptions import TrainingDataInvalid
 from fraudstream.models.scorer import Scorer
+
+log = logging.getLogger(__name__)
 
 DAY = pd.Timedelta(days=1)
 DEFAULT_PSI_BINS = MonitoringSettings.model_fields["drift_psi_bins"].default
@@ -113,9 +116,10 @@ class Dataset:
     split: TimeSplit | None = None
     pipeline: Any = None
     info: dict[str, Any] = field(default_factory=dict)
+    X_reference: np.ndarray | None = None  # normalised rows for the PSI reference
 
     def drift_reference(self, bins: int = DEFAULT_PSI_BINS) -> dict[str, Any]:
-        """Histogram of each feature over the training rows, for the daemon's PSI.
+        """Histogram of each feature over the reference rows, for the daemon's PSI.
 
         Built from the normalised matrix because the daemon computes PSI on the rows it
         scores, which are normalised with the same fitted normaliser; a reference in raw
@@ -126,7 +130,8 @@ class Dataset:
         # and the rest of monitoring just to be imported.
         from fraudstream.monitoring.drift import reference_from
 
-        return reference_from(self.X_train, bins, list(self.feature_names))
+        rows = self.X_train if self.X_reference is None else self.X_reference
+        return reference_from(rows, bins, list(self.feature_names))
 
 
 def _timestamps(column: pd.Series, epoch_unit: str = "s") -> pd.DatetimeIndex:
@@ -205,7 +210,31 @@ def prepare_dataset(
         "valid_rows": int(y_valid.size),
         "valid_frauds": int(y_valid.sum()),
     }
-    return Dataset(X_train, y_train, valid, list(pipe.feature_names), cut, pipe, info)
+    reference = _reference_rows(ts, spec.warmup_days() if hasattr(spec, "warmup_days") else 0.0)
+    info["drift_reference_rows"] = int(reference.sum())
+    X_reference = np.asarray(pipe.normalize(X_raw[reference]), dtype=np.float32)
+    return Dataset(X_train, y_train, valid, list(pipe.feature_names), cut, pipe, info, X_reference)
+
+
+#: At least this many rows make the PSI reference, however short the history.
+MIN_REFERENCE_ROWS = 1_000
+
+
+def _reference_rows(ts: pd.DatetimeIndex, warmup_days: float) -> np.ndarray:
+    """Rows whose windows had the whole warm-up behind them: the distribution a daemon sees
+    once its windows are full. The first ``warmup_days`` of a history hold windows still
+    filling (a 30-day count is small on day 3), which would make every full window look
+    drifted. A history shorter than that keeps its newest rows (the fullest windows)."""
+    if not len(ts):
+        return np.zeros(0, bool)
+    mask = np.asarray(ts >= ts.min() + pd.Timedelta(days=warmup_days))
+    if mask.sum() < min(MIN_REFERENCE_ROWS, len(ts)):
+        log.warning("the history (%.1f days) is shorter than the feature windows' warm-up (%g days): the drift "
+                    "reference uses its newest rows, whose windows are not full yet",
+                    (ts.max() - ts.min()) / pd.Timedelta(days=1), warmup_days)
+        mask = np.zeros(len(ts), bool)
+        mask[-max(MIN_REFERENCE_ROWS, len(ts) // 4):] = True
+    return mask
 
 
 def _check_side(name: str, y: np.ndarray) -> None:

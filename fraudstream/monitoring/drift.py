@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 REFERENCE_SCHEMA_VERSION = 1
 PSI_EPS = 1e-4  # floor for empty bins, so one empty bin does not make PSI infinite
+#: Features of the clock. A PSI window of a few thousand rows spans hours, not a week: its
+#: share of weekend or night rows follows the time of day, not the data. Their PSI is still
+#: exported; it raises no alarm.
+CLOCK_FEATURES = frozenset({"weekend", "night", "hour_sin", "hour_cos", "weekday_sin", "weekday_cos"})
 
 Action = Literal["none", "checkpoint", "adapt"]
 
@@ -425,7 +429,8 @@ class DriftMonitor:
         self._psi_rows = 0
         if self.metrics is not None:
             self.metrics.set_feature_psi(self.last_psi)
-        drifted = {n: v for n, v in self.last_psi.items() if v > self.settings.drift_psi_threshold}
+        drifted = {n: v for n, v in self.last_psi.items()
+                   if v > self.settings.drift_psi_threshold and n not in CLOCK_FEATURES}
         if not drifted:
             return []
         worst = max(drifted, key=drifted.get)

@@ -114,6 +114,25 @@ def test_prepare_dataset_has_no_leakage():
     assert data.X_train.dtype == np.float32
 
 
+def test_the_drift_reference_skips_the_windows_warm_up():
+    events = synthetic_events()  # 90 days from 2026-01-01
+    pipes = []
+    data = prepare_dataset(events, FeatureSpec(), SplitParams(), lambda spec: pipes.append(RecordingPipeline(spec)) or pipes[-1])
+    pipe = pipes[0]
+    days = data.X_reference[:, 1] * pipe.std[1] + pipe.mean[1]
+    assert FeatureSpec().warmup_days() == 37.0  # 30-day label window + 7 days of delay
+    assert 37 <= days.min() < 37.1 and days.max() > 89  # every row after the warm-up, labelled or not
+    assert data.info["drift_reference_rows"] == days.size
+    reference = data.drift_reference()
+    assert [f["name"] for f in reference["features"]] == ["amount", "epoch_days"]
+    assert reference["rows"] == days.size
+
+    short = prepare_dataset(synthetic_events(days=30), FeatureSpec(), SplitParams(train_days=15, delay_days=5),
+                            lambda spec: pipes.append(RecordingPipeline(spec)) or pipes[-1])
+    # shorter than the warm-up: the newest quarter of its rows
+    assert short.info["drift_reference_rows"] == 30 * 200 // 4
+
+
 def test_prepare_dataset_with_the_real_feature_pipeline():
     features = pytest.importorskip("fraudstream.features")
     events = synthetic_events(days=30, per_day=60)
@@ -187,8 +206,9 @@ def test_fit_refuses_hopeless_data():
 
 
 def test_trained_artifact_carries_the_psi_reference_the_daemon_uses(tmp_path):
-    """``train`` stores the training rows' feature histograms; the daemon's pipeline reads
-    them. They are taken in the normalised space the daemon scores (and computes PSI) in."""
+    """``train`` stores the feature histograms of the history's rows after the windows'
+    warm-up; the daemon's pipeline reads them. They are taken in the normalised space the
+    daemon scores (and computes PSI) in."""
     from fraudstream.config import load_settings
     from fraudstream.daemon.pipeline import Pipeline
     from fraudstream.models.artifact import load_artifact
@@ -206,14 +226,14 @@ def test_trained_artifact_carries_the_psi_reference_the_daemon_uses(tmp_path):
     reference = art.drift_reference
     assert reference is not None
     assert [f["name"] for f in reference["features"]] == art.feature_names
-    assert reference["rows"] == report.data["train_rows"]
+    assert reference["rows"] == report.data["drift_reference_rows"]
     assert max(len(f["proportions"]) for f in reference["features"]) == 8
 
-    # the training rows as the daemon would score them match the reference exactly; the
+    # the reference rows as the daemon would score them match the reference exactly; the
     # same rows in raw units do not (the amount alone sits far off the normalised bins)
     data = prepare_dataset(events, settings.features, settings.model.split)
-    assert np.all(psi(reference, data.X_train) < 1e-9)
-    raw = data.pipeline.transform_many(events)[: data.X_train.shape[0]]
+    assert np.all(psi(reference, data.X_reference) < 1e-9)
+    raw = data.pipeline.transform_many(events)[-data.X_reference.shape[0]:]
     assert psi(reference, raw)[art.feature_names.index("amount")] > 1.0
 
     pipeline = Pipeline.create(settings, report.artifact)

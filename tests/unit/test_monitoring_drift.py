@@ -371,3 +371,18 @@ def test_new_reference_restarts_psi_counting():
     assert restored.state_dict()["psi"]["rows"] == 0
     monitor.set_reference(ref_b)
     assert monitor.state_dict()["psi"]["rows"] == 0
+
+
+def test_a_clock_feature_is_exported_but_raises_no_psi_detection():
+    rng = np.random.default_rng(3)
+    weekend = (rng.random(20_000) < 2 / 7).astype(float)
+    ref = reference_from(np.c_[rng.normal(size=20_000), weekend], names=["amount", "weekend"])
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, feature_names=["amount", "weekend"], process=False)
+    monitor = DriftMonitor(MonitoringSettings(drift_psi_window=1_000), reference=ref, metrics=metrics)
+    saturday = np.c_[rng.normal(size=1_000), np.ones(1_000)]  # a window of one weekend day
+
+    report = monitor.update_scored_many(np.full(1_000, 0.05), np.arange(1_000.0), saturday)
+    assert report.detections == []
+    assert monitor.last_psi["weekend"] > 0.25
+    assert registry.get_sample_value("fraudstream_feature_psi", {"feature": "weekend"}) > 0.25
