@@ -300,6 +300,10 @@ def run(
     config: ConfigOption = None,
     artifact: ArtifactOption = None,
     max_seconds: Annotated[Optional[float], typer.Option(help="stop after this long (default: run until signalled)")] = None,
+    warm_from: Annotated[Optional[Path], typer.Option(
+        "--warm-from", exists=True, dir_okay=False,
+        help="history the stream continues (transactions with labels; CSV, JSON Lines or Parquet): fills the "
+             "feature windows before the first event, unless a checkpoint is resumed")] = None,
     log_level: LogLevel = "info",
 ) -> None:
     """Run the daemon: consume, score, learn from late labels, checkpoint. SIGTERM/SIGINT stop it cleanly."""
@@ -309,7 +313,7 @@ def run(
     from fraudstream.monitoring.daemon_monitor import build_monitor
 
     try:
-        daemon = Daemon(settings, artifact, monitor=build_monitor(settings))
+        daemon = Daemon(settings, artifact, monitor=build_monitor(settings), warm_from=warm_from)
         daemon.run(max_seconds=max_seconds)
     except FraudstreamError as exc:
         fail(str(exc))
@@ -400,7 +404,7 @@ def demo(
     bootstrap: Annotated[Optional[str], typer.Option(help="use this broker instead of starting dev/kafka")] = None,
     port: Annotated[int, typer.Option(help="port of the local broker")] = 9092,
     customers: Annotated[int, typer.Option(min=10)] = 2000,
-    history_days: Annotated[int, typer.Option(min=14, help="simulated days to train the bootstrap model")] = 28,
+    history_days: Annotated[int, typer.Option(min=14, help="simulated days to train the bootstrap model")] = 56,
     stream_days: Annotated[int, typer.Option(min=1, help="simulated days streamed through the daemon")] = 21,
     rate: Annotated[float, typer.Option(min=0, help="transactions per second (0 = as fast as possible)")] = 2000.0,
     workdir: Annotated[Path, typer.Option(help="artifacts and checkpoints of each run")] = Path(".demo"),

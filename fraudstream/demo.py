@@ -95,7 +95,7 @@ def run_demo(
     port: int = 9092,
     customers: int = 2000,
     terminals: int = 4000,
-    history_days: int = 28,
+    history_days: int = 56,
     stream_days: int = 21,
     rate: float = 2000.0,
     workdir: Path = Path(".demo"),
@@ -145,7 +145,9 @@ def run_demo(
 
         console.print("[bold]4/5[/] starting the daemon")
         monitor = DaemonMonitor(settings)
-        daemon = Daemon(settings, report.artifact, monitor=monitor)
+        daemon = Daemon(settings, report.artifact, monitor=monitor, warm_from=history_file)
+        if daemon.pipeline.resumed_seq is None:
+            console.print(f"      feature windows warmed from the history: {daemon.pipeline.features.n_entities}")
         daemon_thread = threading.Thread(target=daemon.run, name="fraudstream-daemon", daemon=True)
         daemon_thread.start()
         console.print(f"      metrics on {monitor.server.url}/metrics" if monitor.server else "")

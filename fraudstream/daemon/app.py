@@ -76,11 +76,17 @@ def freeze_heap(collect: bool = True) -> None:
 class Daemon:
     """``fraudstream run``: the Kafka loop around a :class:`Pipeline`."""
 
-    def __init__(self, settings: Settings, artifact: Path | None = None, monitor: Any = None):
+    def __init__(self, settings: Settings, artifact: Path | None = None, monitor: Any = None,
+                 warm_from: Path | None = None):
         self.settings = settings
         self.store = CheckpointStore(settings.checkpoints.directory, settings.checkpoints.keep)
         self.store.lock()
         self.pipeline = Pipeline.restore_or_create(settings, self.store, artifact)
+        if warm_from is not None:
+            if self.pipeline.resumed_seq is None:
+                self.pipeline.warm_features(warm_from)
+            else:  # a checkpoint's windows already hold what it has seen
+                log.info("resumed from a checkpoint: %s not read", warm_from)
         self.monitor = monitor
         self.offsets: dict[tuple[str, int], int] = dict(self.pipeline.offsets)
         # Resumed from an older checkpoint than the newest on disk (that one is corrupt):

@@ -417,6 +417,29 @@ class Pipeline:
             return []
         return [step for steps, _ in self.background.take_results() for step in steps]
 
+    def warm_features(self, path: Path) -> int:
+        """Fill the feature windows from a history file (transactions with inline labels, in
+        any format ``read_events`` reads), before the first event: for a stream that
+        continues the history its model was trained on. Returns the rows taken.
+
+        An artifact carries no per-entity windows (a stream may start anywhere), so a daemon
+        started from one scores its first weeks with windows emptier than any the model
+        trained on; the feature and score distributions then move as they fill, which the
+        drift detectors report. Labels enter the delayed label windows as offline training
+        reads them: each counts only once its delay has passed. Invalid rows are skipped.
+        """
+        from fraudstream.features import read_events
+
+        records = read_events(path, self.settings.features.fields).to_dict("records")
+        rows, bad = self.features.parse_many(records)
+        if bad:
+            log.warning("warming features from %s: %d invalid rows skipped (first: %s)", path, len(bad), bad[0][1])
+        rows.sort(key=lambda tx: tx.time_us)
+        self.features.update_many(rows)
+        self.features.learn_labels([(tx, tx.label) for tx in rows if tx.label is not None])
+        log.info("feature windows warmed from %s: %d rows, %s", path, len(rows), self.features.n_entities)
+        return len(rows)
+
     def drain(self) -> None:
         """Wait for the learning thread to be idle, before reading or replacing the learner."""
         if self.background is not None:
