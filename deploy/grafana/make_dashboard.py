@@ -105,6 +105,9 @@ LAYOUT: list = [
         q(f"sum by (reason) (increase(fraudstream_guard_rejections_total{SEL}[10m]))",
           "{{reason}}"),
     ], "timeseries"),
+    ("Learner backlog (batches not learned yet; 256 makes the loop wait)", "none", [
+        q(f"max(fraudstream_train_backlog_batches{SEL})", "batches"),
+    ], "timeseries"),
     ("Pending store and replay reservoir", "none", [
         q(f"sum(fraudstream_pending_rows{SEL})", "pending rows"),
         q(f"sum by (class) (fraudstream_replay_rows{SEL})", "replay {{class}}"),
