@@ -347,12 +347,13 @@ class DaemonRunner:
     workdir: Path
     started: list[Daemon] = field(default_factory=list)
 
-    def start(self, config: Path, name: str | None = None) -> Daemon:
+    def start(self, config: Path, name: str | None = None, args: Iterable[str] = ()) -> Daemon:
+        """``fraudstream run --config CONFIG [args]``, logging to ``<name>.log``."""
         name = name or f"daemon-{len(self.started) + 1}"
         log_path = self.workdir / f"{name}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "fraudstream", "run", "--config", str(config), "--log-level", LOG_LEVEL],
+                [sys.executable, "-m", "fraudstream", "run", "--config", str(config), "--log-level", LOG_LEVEL, *args],
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
