@@ -210,7 +210,7 @@ def prepare_dataset(
         "valid_rows": int(y_valid.size),
         "valid_frauds": int(y_valid.sum()),
     }
-    reference = _reference_rows(ts, spec.warmup_days() if hasattr(spec, "warmup_days") else 0.0)
+    reference = _reference_rows(ts, spec.warmup_days())
     info["drift_reference_rows"] = int(reference.sum())
     X_reference = np.asarray(pipe.normalize(X_raw[reference]), dtype=np.float32)
     return Dataset(X_train, y_train, valid, list(pipe.feature_names), cut, pipe, info, X_reference)
