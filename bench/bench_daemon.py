@@ -126,21 +126,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def sum_of(port: int, sample_name: str) -> float:
-    """One unlabelled sample of the daemon's /metrics."""
+def samples(port: int) -> list:
+    """Every sample on the daemon's /metrics."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == sample_name)
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def sample_value(port: int, name: str) -> float | None:
+    """An unlabelled sample of the daemon's /metrics; None when it is not there."""
+    return next((s.value for s in samples(port) if s.name == name), None)
 
 
 def histogram(port: int, name: str, labels: dict[str, str] | None = None) -> dict[float, float]:
     """Cumulative bucket counts (upper bound -> count) of a histogram on the daemon's /metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == f"{name}_bucket" and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                out[float(sample.labels["le"])] = sample.value
-    return out
+    return {float(s.labels["le"]): s.value for s in samples(port)
+            if s.name == f"{name}_bucket" and all(s.labels.get(k) == v for k, v in (labels or {}).items())}
 
 
 def learner_caught_up(port: int, timeout_s: float) -> float:
@@ -150,10 +150,7 @@ def learner_caught_up(port: int, timeout_s: float) -> float:
     started = time.monotonic()
     zeros = 0
     while zeros < 2 and time.monotonic() - started < timeout_s:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        backlog = next((s.value for f in text_string_to_metric_families(text) for s in f.samples
-                        if s.name == "fraudstream_train_backlog_batches"), None)
-        zeros = zeros + 1 if backlog == 0 else 0
+        zeros = zeros + 1 if sample_value(port, "fraudstream_train_backlog_batches") == 0 else 0
         time.sleep(2.5)  # the gauge is refreshed every 2 s
     return time.monotonic() - started
 
@@ -339,7 +336,7 @@ def main() -> None:
         try:
             got, first, last = count_scores(args.bootstrap, topics["scores"], n_tx, timeout_s=900)
             polls = histogram(port, "fraudstream_batch_size_events")
-            per_poll = float(sum_of(port, "fraudstream_batch_size_events_sum") / polls[float("inf")])
+            per_poll = sample_value(port, "fraudstream_batch_size_events_sum") / polls[float("inf")]
         finally:
             stop(proc)
         daemon_tx_s = got / (last - first) if got and last > first else 0.0
