@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -23,15 +24,20 @@ app = typer.Typer(
     "from the labels that arrive later.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # usage errors as click prints them, one plain line, rather than a panel wrapped at the
+    # terminal width
+    rich_markup_mode=None,
 )
-config_app = typer.Typer(help="Show or check the configuration.", no_args_is_help=True)
-checkpoints_app = typer.Typer(help="List, show or prune checkpoints.", no_args_is_help=True)
-model_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
+config_app = typer.Typer(rich_markup_mode=None, help="Show or check the configuration.", no_args_is_help=True)
+checkpoints_app = typer.Typer(rich_markup_mode=None, help="List, show or prune checkpoints.", no_args_is_help=True)
+model_app = typer.Typer(rich_markup_mode=None, help="Model versions: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(model_app, name="model")
 
-err = Console(stderr=True)
+# soft_wrap: a message is never broken across lines at the terminal width; users and scripts
+# grep for it, and a path in it can be longer than any terminal
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="YAML config file (then FRAUDSTREAM__* env).")
@@ -276,15 +282,27 @@ def tune(
         fail(str(exc))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record: the demo's live view
+    redirects it so that log lines print above the view instead of through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(level: str) -> None:
-    import logging
-
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=level.upper(), format="%(name)s: %(message)s", datefmt="[%X]",
-        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
-    )
+    """One plain line per record, never wrapped: logs are read by grep and log shippers."""
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     for noisy in ("kafka", "absl", "tensorflow"):  # their warnings are about their own internals
         logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
 
@@ -416,7 +434,7 @@ def demo(
     settings = settings_from(config)
     from fraudstream.demo import run_demo
 
-    console = Console()
+    console = Console(soft_wrap=True)
     try:
         stats = run_demo(settings, console, bootstrap, port, customers, customers * 2, history_days,
                          stream_days, rate, workdir, keep_broker)
@@ -451,7 +469,7 @@ def checkpoints_list(directory: CheckpointDir = None, config: ConfigOption = Non
             info.name, created, str(meta.get("model_version", "-")), str(meta.get("rows_learned", "-")),
             str(meta.get("reason", "-")), "yes" if info.valid else f"[red]no[/]: {info.problem}",
         )
-    Console().print(table)
+    Console(soft_wrap=True).print(table)
 
 
 @checkpoints_app.command("show")
@@ -521,7 +539,7 @@ def model_list(directory: CheckpointDir = None, config: ConfigOption = None) -> 
             _fmt_ap((window.get("challenger") or {}).get("average_precision")),
             str(window.get("rows", "-")),
         )
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(table)
     if lifecycle:
         console.print(f"promotions {lifecycle['promotions']}, rollbacks {lifecycle['rollbacks']} "

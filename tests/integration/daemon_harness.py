@@ -43,7 +43,7 @@ DEV_KAFKA = REPO / "dev" / "kafka"
 #: The daemons' log level (``debug`` shows the input alignment's pauses).
 LOG_LEVEL = os.environ.get("FRAUDSTREAM_TEST_DAEMON_LOG_LEVEL", "info")
 #: Environment of every daemon: a wide console so Rich never wraps a log line we look for.
-DAEMON_ENV = {"COLUMNS": "500", "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+DAEMON_ENV = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 # -- topics and configuration ------------------------------------------------------------

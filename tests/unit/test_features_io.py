@@ -102,6 +102,14 @@ def test_features_command_reports_unreadable_input(tmp_path):
     assert result.exit_code == 2 and "no such file" in result.output
 
 
+def test_error_is_one_line_whatever_the_terminal_width(tmp_path):
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 6) / "nope.csv"
+    result = CliRunner().invoke(app, ["features", "--data", str(deep), "--out", str(tmp_path / "o.csv")],
+                                env={"COLUMNS": "40"})
+    assert result.exit_code == 2
+    assert f"error: {deep}: no such file" in result.output.splitlines()
+
+
 def _stream(pipe: FeaturePipeline) -> None:
     base = 1_775_001_600_000_000
     txs = [Transaction(f"t{i}", base + i * 3_600_000_000, f"c{i % 4}", f"m{i % 3}", 1.0 + i % 5) for i in range(300)]
