@@ -54,6 +54,15 @@ def metrics_table(title: str, metrics: dict[str, float]) -> Table:
     return table
 
 
+def _days(start: str, end: str) -> str:
+    """A half-open ``[start, end)`` interval as the days it covers, both ends included:
+    ``2018-04-01 to 2018-05-31`` for ``[2018-04-01, 2018-06-01)``."""
+    import pandas as pd
+
+    last = pd.Timestamp(end) - pd.Timedelta(microseconds=1)
+    return f"{start[:10]} to {last.isoformat()[:10]}"
+
+
 def run_train(data: Path, settings: Any, out: Path, *, force: bool, console: Console) -> dict[str, Any]:
     """Train, save the artifact, print and save the validation metrics; returns a summary."""
     from fraudstream.models.progress import RichProgress
@@ -64,10 +73,11 @@ def run_train(data: Path, settings: Any, out: Path, *, force: bool, console: Con
         events, settings, out, callbacks=[RichProgress(console)], overwrite=force
     )
     d = report.data
+    split = d["split"]
     console.print(
-        f"train {d['split']['train_start'][:10]} .. {d['split']['train_end'][:10]} "
+        f"train {_days(split['train_start'], split['train_end'])} "
         f"({d['train_rows']:,} rows, {d['train_frauds']:,} frauds), gap {d['delay_days']:g} days, "
-        f"validation {d['split']['valid_start'][:10]} .. ({d['valid_rows']:,} rows, "
+        f"validation {_days(split['valid_start'], split['valid_end'])} ({d['valid_rows']:,} rows, "
         f"{d['valid_frauds']:,} frauds); best epoch {report.best_epoch + 1} of {report.epochs_run}"
     )
     console.print(metrics_table("validation", report.metrics))

@@ -210,7 +210,9 @@ def prepare_dataset(
         "valid_rows": int(y_valid.size),
         "valid_frauds": int(y_valid.sum()),
     }
-    reference = _reference_rows(ts, spec.warmup_days())
+    # the reference sees nothing after the validation end: an artifact holds no information
+    # from after the data it was built and judged on
+    reference = _reference_rows(ts, spec.warmup_days(), before=cut.valid_end)
     info["drift_reference_rows"] = int(reference.sum())
     X_reference = np.asarray(pipe.normalize(X_raw[reference]), dtype=np.float32)
     return Dataset(X_train, y_train, valid, list(pipe.feature_names), cut, pipe, info, X_reference)
@@ -220,20 +222,23 @@ def prepare_dataset(
 MIN_REFERENCE_ROWS = 1_000
 
 
-def _reference_rows(ts: pd.DatetimeIndex, warmup_days: float) -> np.ndarray:
-    """Rows whose windows had the whole warm-up behind them: the distribution a daemon sees
-    once its windows are full. The first ``warmup_days`` of a history hold windows still
-    filling (a 30-day count is small on day 3), which would make every full window look
-    drifted. A history shorter than that keeps its newest rows (the fullest windows)."""
+def _reference_rows(ts: pd.DatetimeIndex, warmup_days: float, before: pd.Timestamp | None = None) -> np.ndarray:
+    """Rows before ``before`` whose windows had the whole warm-up behind them: the
+    distribution a daemon sees once its windows are full. The first ``warmup_days`` of a
+    history hold windows still filling (a 30-day count is small on day 3), which would make
+    every full window look drifted. A history shorter than that keeps its newest rows (the
+    fullest windows). ``ts`` is sorted."""
     if not len(ts):
         return np.zeros(0, bool)
-    mask = np.asarray(ts >= ts.min() + pd.Timedelta(days=warmup_days))
-    if mask.sum() < min(MIN_REFERENCE_ROWS, len(ts)):
+    usable = len(ts) if before is None else int(ts.searchsorted(pd.Timestamp(before), "left"))
+    mask = np.zeros(len(ts), bool)
+    mask[:usable] = np.asarray(ts[:usable] >= ts.min() + pd.Timedelta(days=warmup_days))
+    if mask.sum() < min(MIN_REFERENCE_ROWS, usable):
         log.warning("the history (%.1f days) is shorter than the feature windows' warm-up (%g days): the drift "
                     "reference uses its newest rows, whose windows are not full yet",
-                    (ts.max() - ts.min()) / pd.Timedelta(days=1), warmup_days)
-        mask = np.zeros(len(ts), bool)
-        mask[-max(MIN_REFERENCE_ROWS, len(ts) // 4):] = True
+                    (ts[usable - 1] - ts.min()) / pd.Timedelta(days=1), warmup_days)
+        mask[:] = False
+        mask[max(0, usable - max(MIN_REFERENCE_ROWS, usable // 4)):usable] = True
     return mask
 
 

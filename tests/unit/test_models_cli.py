@@ -44,3 +44,12 @@ def test_train_rejects_a_file_without_labels(tmp_path):
                     "t1,2026-04-01T00:00:00Z,c1,m1,10.0\n")
     result = runner.invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "a")])
     assert result.exit_code == 2 and "label" in result.output
+
+
+def test_split_days_are_printed_with_both_ends_included():
+    from fraudstream.models.commands import _days
+
+    assert _days("2018-04-01T00:00:00+00:00", "2018-06-01T00:00:00+00:00") == "2018-04-01 to 2018-05-31"
+    assert _days("2018-06-08T00:00:00+00:00", "2018-06-15T00:00:00+00:00") == "2018-06-08 to 2018-06-14"
+    # validation that runs to the last event ends one microsecond after it, on its own day
+    assert _days("2018-06-08T00:00:00+00:00", "2018-09-30T23:59:10.000001+00:00") == "2018-06-08 to 2018-09-30"

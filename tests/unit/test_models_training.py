@@ -133,6 +133,22 @@ def test_the_drift_reference_skips_the_windows_warm_up():
     assert short.info["drift_reference_rows"] == 30 * 200 // 4
 
 
+def test_an_artifact_sees_nothing_after_its_validation_end():
+    """Drift reference, normaliser and validation metrics come from rows before the
+    validation end only, however much history follows it."""
+    events = synthetic_events()  # 90 days from 2026-01-01
+    pipes = []
+    split = SplitParams(train_days=45, delay_days=7, validation_days=14)  # validation ends on day 66
+    data = prepare_dataset(events, FeatureSpec(), split, lambda spec: pipes.append(RecordingPipeline(spec)) or pipes[-1])
+    pipe = pipes[0]
+    assert data.split.valid_end == pd.Timestamp("2026-03-08", tz="UTC")
+    reference_days = data.X_reference[:, 1] * pipe.std[1] + pipe.mean[1]
+    assert 37 <= reference_days.min() and reference_days.max() < 66
+    assert pipe.fitted_on[:, 1].max() < 45
+    valid_days = data.valid.X[:, 1] * pipe.std[1] + pipe.mean[1]
+    assert valid_days.min() >= 52 and valid_days.max() < 66
+
+
 def test_prepare_dataset_with_the_real_feature_pipeline():
     features = pytest.importorskip("fraudstream.features")
     events = synthetic_events(days=30, per_day=60)
