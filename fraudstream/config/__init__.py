@@ -2,6 +2,7 @@
 
 from fraudstream.config.settings import (
     CheckpointSettings,
+    EventTimeSettings,
     KafkaSettings,
     LifecycleSettings,
     MonitoringSettings,
@@ -15,6 +16,7 @@ from fraudstream.config.settings import (
 
 __all__ = [
     "CheckpointSettings",
+    "EventTimeSettings",
     "KafkaSettings",
     "LifecycleSettings",
     "MonitoringSettings",

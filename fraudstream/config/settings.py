@@ -7,6 +7,7 @@ value stops the process at start with the key's dotted path in the message.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,6 +89,34 @@ class TrainingSettings(Section):
     replay_steps: int = Field(0, ge=0, le=16, description="extra replay-only steps per mini-batch")
     pending_max: int = Field(2_000_000, ge=1, description="scored rows awaiting a label")
     pending_ttl_days: float = Field(30.0, gt=0, description="event-time days a row waits")
+    pending_bulk_expiry_rows: int = Field(
+        1_000, ge=1, description="more rows than this expiring in one batch: a warning and a metric"
+    )
+
+
+class EventTimeSettings(Section):
+    """How far an event's own time may stray before it goes to the DLQ (daemon and replay).
+
+    Checked per input partition against its watermark (the newest event time accepted on
+    it), so one producer with a bad clock cannot move event time for everything else. A
+    partition's first event has no watermark: only the wall-clock bound and ``earliest``
+    apply to it. None switches a bound off.
+    """
+
+    max_ahead_s: float | None = Field(
+        86_400.0, gt=0, description="future_timestamp: more than this ahead of the wall clock"
+    )
+    max_ahead_of_watermark_s: float | None = Field(
+        86_400.0, gt=0,
+        description="future_timestamp: more than this (plus the wall time since the watermark moved) ahead of it",
+    )
+    max_late_days: float | None = Field(
+        30.0, gt=0, description="stale_timestamp: more than this behind the partition's watermark"
+    )
+    earliest: datetime | None = Field(None, description="stale_timestamp: before this instant (UTC if no offset)")
+    jump_after: int | None = Field(
+        10, ge=1, description="this many events in a row ahead of the watermark: its clock jumped; accept"
+    )
 
 
 class LifecycleSettings(Section):
@@ -181,6 +210,7 @@ class Settings(BaseSettings):
     model: ModelParams = ModelParams()
     thresholds: Thresholds = Thresholds()
     training: TrainingSettings = TrainingSettings()
+    event_time: EventTimeSettings = EventTimeSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     checkpoints: CheckpointSettings = CheckpointSettings()
     monitoring: MonitoringSettings = MonitoringSettings()

@@ -248,7 +248,7 @@ class Daemon:
             self.sink.send_json(topics.scores, score, key)
         for dead in out.dlq:
             # an input too large to carry whole still goes, with its reason, size and digest
-            big = len(dead["value_b64"]) > DLQ_TRIMMED_BYTES
+            big = len(dead["value_b64"] or "") > DLQ_TRIMMED_BYTES  # None: a tombstone
             self.sink.send_json(topics.dlq, dead, if_too_large=trimmed_dlq_record(dead) if big else None)
         for r in records:
             self.offsets[(r.topic, r.partition)] = r.offset + 1

@@ -54,14 +54,24 @@ def decode_json(value: bytes | dict[str, Any], max_bytes: int) -> dict[str, Any]
 
 
 def dlq_record(record: Incoming, error: EventInvalid) -> dict[str, Any]:
-    """The DLQ event: reason, detail, source coordinates and the original bytes (base64)."""
-    raw = record.value if isinstance(record.value, bytes) else orjson.dumps(record.value, default=str)
+    """The DLQ event: reason, detail, source coordinates and the original bytes (base64).
+
+    A Kafka record with no value at all (a tombstone) has ``value_b64`` null and
+    ``value_null`` true, so replaying the DLQ can send a tombstone again: base64 of some
+    bytes could not tell it from a value that is the JSON text ``null``.
+    """
+    if record.value is None:
+        value_b64 = None
+    else:
+        raw = record.value if isinstance(record.value, bytes) else orjson.dumps(record.value, default=str)
+        value_b64 = base64.b64encode(raw).decode()
     return {
         "reason": error.reason,
         "field": error.field,
         "detail": str(error)[:500],
         "source": {"topic": record.topic, "partition": record.partition, "offset": record.offset, "kind": record.kind},
         "key": base64.b64encode(record.key).decode() if record.key else None,
-        "value_b64": base64.b64encode(raw or b"").decode(),
+        "value_b64": value_b64,
+        "value_null": record.value is None,
         "failed_at": time.time(),
     }

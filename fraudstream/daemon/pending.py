@@ -5,6 +5,11 @@ is kept until its label joins it, or until it is older than the TTL in event tim
 the store is full (the oldest go first). Rows live in preallocated numpy arrays indexed by a
 slot, so a million waiting rows cost ~100 bytes each plus the row itself, not a Python
 object per number.
+
+Event time is kept per input partition: a row expires when the newest event time of its
+own partition has passed it by the TTL. One clock shared by every partition would let a
+partition that runs ahead (or one bad timestamp) expire the rows of all the others, and a
+partition that comes back far behind would have its rows expire as they arrive.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ import numpy as np
 
 from fraudstream.features import Transaction
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rows carry their partition, each partition its own clock
+
+#: The partition of rows from checkpoints written before rows recorded theirs: they follow
+#: the newest clock of all partitions, as every row did then.
+ANY_PARTITION = -2
 
 
 @dataclass
@@ -78,14 +87,17 @@ class PendingStore:
         self.score = np.zeros(size, np.float32)
         self.shadow = np.zeros(size, np.float32)
         self.time = np.zeros(size, np.float64)
+        self.partition = np.zeros(size, np.int64)
         self.context: list[Any] = [None] * size
         self.slot_of: dict[str, int] = {}
         self.free: list[int] = list(range(size - 1, -1, -1))
-        self.order: deque[tuple[float, str, int]] = deque()  # insertion order, lazily cleaned
+        # per partition: (time, id, slot) in insertion order, lazily cleaned; and its clock
+        self.orders: dict[int, deque[tuple[float, str, int]]] = {}
+        self.clocks: dict[int, float] = {}
         self.expired = 0
         self.evicted = 0
         self.duplicates = 0
-        self.now = float("-inf")
+        self.now = float("-inf")  # the newest event time of any partition
 
     def __len__(self) -> int:
         return len(self.slot_of)
@@ -100,22 +112,39 @@ class PendingStore:
         self.score = np.concatenate([self.score, np.zeros(new - old, np.float32)])
         self.shadow = np.concatenate([self.shadow, np.zeros(new - old, np.float32)])
         self.time = np.concatenate([self.time, np.zeros(new - old, np.float64)])
+        self.partition = np.concatenate([self.partition, np.zeros(new - old, np.int64)])
         self.context.extend([None] * (new - old))
         self.free.extend(range(new - 1, old - 1, -1))
 
+    def _live_head(self, order: deque) -> tuple[float, str, int] | None:
+        """The oldest entry of ``order`` still in the store (joined ones are dropped on the way)."""
+        while order:
+            head = order[0]
+            if self.slot_of.get(head[1]) == head[2]:
+                return head
+            order.popleft()
+        return None
+
     def _drop_oldest(self) -> None:
-        while self.order:
-            _, tx_id, slot = self.order.popleft()
-            if self.slot_of.get(tx_id) == slot:
-                del self.slot_of[tx_id]
-                self.context[slot] = None
-                self.free.append(slot)
-                return
+        """Make room: drop the oldest row in event time among every partition's oldest."""
+        heads = [(head[0], p) for p, order in self.orders.items() if (head := self._live_head(order)) is not None]
+        if heads:
+            _, p = min(heads)
+            _, tx_id, slot = self.orders[p].popleft()
+            self._remove(tx_id, slot)
+
+    def _remove(self, tx_id: str, slot: int) -> None:
+        del self.slot_of[tx_id]
+        self.context[slot] = None
+        self.free.append(slot)
 
     def add_many(self, ids: list[str], X: np.ndarray, scores: np.ndarray, times: np.ndarray, contexts: list[Transaction],
-                 shadow_scores: np.ndarray | None = None) -> None:
-        """Keep scored rows; ``shadow_scores`` are a second model's scores of the same rows."""
+                 shadow_scores: np.ndarray | None = None, partitions: list[int] | np.ndarray | None = None) -> None:
+        """Keep scored rows; ``shadow_scores`` are a second model's scores of the same rows,
+        ``partitions`` the input partition of each (default: one partition, -1)."""
         shadow = scores if shadow_scores is None else shadow_scores
+        parts = [-1] * len(ids) if partitions is None else np.asarray(partitions, np.int64).tolist()
+        orders, clocks = self.orders, self.clocks
         for i, tx_id in enumerate(ids):
             if tx_id in self.slot_of:
                 self.duplicates += 1
@@ -132,12 +161,20 @@ class PendingStore:
             self.score[slot] = scores[i]
             self.shadow[slot] = shadow[i]
             self.time[slot] = times[i]
+            p = parts[i]
+            self.partition[slot] = p
             # a plain tuple of scalars, which the garbage collector stops tracking: a million
             # waiting named tuples would make every full collection walk them all
             self.context[slot] = tuple(contexts[i])
-            self.order.append((float(times[i]), tx_id, slot))
-            if times[i] > self.now:
-                self.now = float(times[i])
+            t = float(times[i])
+            order = orders.get(p)
+            if order is None:
+                order = orders[p] = deque()
+            order.append((t, tx_id, slot))
+            if t > clocks.get(p, float("-inf")):
+                clocks[p] = t
+            if t > self.now:
+                self.now = t
 
     def context_of(self, tx_id: str) -> Any | None:
         slot = self.slot_of.get(tx_id)
@@ -169,20 +206,21 @@ class PendingStore:
         return joined, len(ids) - len(found_ids)
 
     def expire(self, now: float | None = None) -> int:
-        """Drop rows older than the TTL at event time ``now`` (default: newest seen)."""
-        now = self.now if now is None else now
-        horizon = now - self.ttl_seconds
+        """Drop rows older than the TTL at their own partition's clock (or at event time ``now``
+        for every partition). Returns how many were dropped."""
         dropped = 0
-        while self.order and self.order[0][0] < horizon:
-            _, tx_id, slot = self.order.popleft()
-            if self.slot_of.get(tx_id) == slot:
-                del self.slot_of[tx_id]
-                self.context[slot] = None
-                self.free.append(slot)
-                dropped += 1
-        # joined rows leave stale entries behind; keep the deque from growing without bound
-        if len(self.order) > 2 * len(self.slot_of) + 4096:
-            self.order = deque(e for e in self.order if self.slot_of.get(e[1]) == e[2])
+        for p, order in self.orders.items():
+            clock = now if now is not None else self.now if p == ANY_PARTITION else self.clocks.get(p, self.now)
+            horizon = clock - self.ttl_seconds
+            while order and order[0][0] < horizon:
+                _, tx_id, slot = order.popleft()
+                if self.slot_of.get(tx_id) == slot:
+                    self._remove(tx_id, slot)
+                    dropped += 1
+        # joined rows leave stale entries behind; keep the queues from growing without bound
+        if sum(map(len, self.orders.values())) > 2 * len(self.slot_of) + 4096:
+            for p, order in self.orders.items():
+                self.orders[p] = deque(e for e in order if self.slot_of.get(e[1]) == e[2])
         self.expired += dropped
         return dropped
 
@@ -198,9 +236,11 @@ class PendingStore:
             "score": self.score[idx],
             "shadow": self.shadow[idx],
             "time": self.time[idx],
+            "partition": self.partition[idx],
             "context": [self.context[s] for s in idx.tolist()],
             "counters": {"expired": self.expired, "evicted": self.evicted, "duplicates": self.duplicates},
             "now": self.now,
+            "clocks": {"partitions": list(self.clocks), "times": list(self.clocks.values())},
         }
 
     @staticmethod
@@ -225,10 +265,17 @@ class PendingStore:
             np.asarray(state["time"]),
             contexts_from_columns(state["context"]),
             np.asarray(state["shadow"]) if "shadow" in state else None,  # older checkpoints: none
+            np.asarray(state["partition"]) if "partition" in state else np.full(n, ANY_PARTITION),  # schema 1
         )
         counters = state["counters"]
         self.expired, self.evicted, self.duplicates = counters["expired"], counters["evicted"], counters["duplicates"]
         self.now = float(state["now"])
+        clocks = state.get("clocks")
+        # a partition's clock may be newer than every row still waiting from it
+        self.clocks = {} if clocks is None else {int(p): float(t) for p, t in zip(clocks["partitions"], clocks["times"])}
+        for p in self.orders:
+            if p != ANY_PARTITION:
+                self.clocks.setdefault(p, self.now)
 
 
 class EarlyLabels:

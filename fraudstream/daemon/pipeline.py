@@ -31,6 +31,7 @@ import numpy as np
 from fraudstream.config import Settings
 from fraudstream.daemon.checkpoint import CheckpointInfo, CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming, decode_json, dlq_record
+from fraudstream.daemon.eventtime import PartitionClocks
 from fraudstream.daemon.lifecycle import PROMOTE, ROLLBACK, ModelLifecycle, ModelRequest, ModelRequests, load_version
 from fraudstream.daemon.pending import EarlyLabels, Joined, PendingStore
 from fraudstream.daemon.state_io import detach, read_state, write_state
@@ -55,6 +56,7 @@ class BatchOutput:
     unmatched_labels: int = 0
     expired: int = 0
     joined: Joined | None = None
+    bulk_expiry: bool = False  # more than training.pending_bulk_expiry_rows expired in this batch
     scored: np.ndarray | None = None  # scores of this batch's transactions (before learning)
     scored_times: np.ndarray | None = None
     scored_X: np.ndarray | None = None
@@ -73,9 +75,17 @@ def rfc3339(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def parse_label(event: dict[str, Any], id_field: str, label_field: str, time_field: str) -> tuple[str, int, float]:
+def time_key(record: Incoming) -> tuple[str, int]:
+    """The partition whose watermark a record's event time is checked against (replay and
+    the HTTP API have no topic: their kind stands for it)."""
+    return (record.topic or record.kind, record.partition)
+
+
+def parse_label(event: dict[str, Any], id_field: str, label_field: str, time_field: str,
+                parse_time: Callable[[Any], int]) -> tuple[str, int, float]:
     """A label event's transaction id, 0/1 label and time (epoch seconds, NaN when absent);
-    ``EventInvalid`` naming the field."""
+    ``EventInvalid`` naming the field. ``parse_time`` reads the time by the transaction
+    rules (:meth:`FeaturePipeline.parse_time`), so a label dated ``1e300`` is refused the same."""
     tx_id = event.get(id_field)
     if tx_id is None:
         raise EventInvalid("missing_field", "label event has no transaction id", id_field)
@@ -89,17 +99,7 @@ def parse_label(event: dict[str, Any], id_field: str, label_field: str, time_fie
     when = event.get(time_field)
     if when is None:
         return str(tx_id), int(label), float("nan")
-    try:
-        if isinstance(when, str):
-            stamp = datetime.fromisoformat(when)
-            seconds = (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
-        elif isinstance(when, (int, float)) and not isinstance(when, bool):
-            seconds = float(when)
-        else:
-            raise ValueError(type(when).__name__)
-    except (ValueError, OverflowError, OSError) as exc:
-        raise EventInvalid("bad_timestamp", f"{when!r:.40}: {exc}", time_field) from exc
-    return str(tx_id), int(label), seconds
+    return str(tx_id), int(label), parse_time(when) / 1e6
 
 
 class Pipeline:
@@ -119,6 +119,7 @@ class Pipeline:
         )
         self.pending = PendingStore(n, training.pending_max, training.pending_ttl_days * 86_400)
         self.early = EarlyLabels(training.pending_max, training.pending_ttl_days * 86_400)
+        self.clocks = PartitionClocks(settings.event_time, features.spec.fields.timestamp)
         self.offsets: dict[tuple[str, int], int] = {}
         self.resumed_seq: int | None = None  # the checkpoint this state came from
         self.base_version = 0
@@ -185,6 +186,8 @@ class Pipeline:
         pipe.trainer.load_state_dict(read_state(path, "trainer"))
         pipe.pending.load_state_dict(read_state(path, "pending"))
         pipe.early.load_state_dict(read_state(path, "early_labels"))
+        if (path / "event_clocks.json").exists():  # older checkpoints: watermarks start afresh
+            pipe.clocks.load_state_dict(read_state(path, "event_clocks"))
         meta = info.meta
         pipe.offsets = {(t, int(p)): int(o) for t, p, o in meta["offsets"]}
         pipe.resumed_seq = info.seq
@@ -310,19 +313,22 @@ class Pipeline:
         started = time.monotonic()
         out = BatchOutput()
         items: list[Any] = []  # transactions and (transaction, label) in arrival order
-        txs, keys = [], []
+        txs, keys, parts = [], [], []
         joins_ids: list[str] = []
         joins_labels: list[int] = []
         in_batch: dict[str, Any] = {}
         labelled: set[str] = set()
-        parse = self.features.parse
+        parse, parse_time, check_time = self.features.parse, self.features.parse_time, self.clocks.check
+        wall = time.time()  # the time checks' wall clock: one reading per batch
         for record in batch:
             try:
                 event = decode_json(record.value, self._max_bytes)
                 if record.kind == TX:
                     tx = parse(event)
+                    check_time(time_key(record), tx.time_us, wall)
                     txs.append(tx)
                     keys.append(record.key)
+                    parts.append(record.partition)
                     items.append(tx)
                     in_batch[tx.transaction_id] = tx
                     # an inline label is known with its transaction; so is one that came early
@@ -333,7 +339,10 @@ class Pipeline:
                         joins_ids.append(tx.transaction_id)
                         joins_labels.append(label)
                 else:
-                    tx_id, label, label_time = parse_label(event, self._id_field, self._label_field, self._time_field)
+                    tx_id, label, label_time = parse_label(event, self._id_field, self._label_field,
+                                                           self._time_field, parse_time)
+                    if label_time == label_time:  # a label event's own time, when it has one
+                        check_time(time_key(record), round(label_time * 1e6), wall)
                     out.labels += 1
                     tx = in_batch.get(tx_id) or self.pending.context_of(tx_id)
                     if tx is None:
@@ -367,7 +376,7 @@ class Pipeline:
                     "transaction_id": tx_id, "score": round(score, 6), "decision": decision,
                     "model_version": version, "scored_at": scored_at,
                 }))
-            self.pending.add_many(ids, X, scores, times, txs, shadow)
+            self.pending.add_many(ids, X, scores, times, txs, shadow, parts)
             out.latest_event_time = float(times.max())
             out.scored, out.scored_times, out.scored_X = scores, times, X
             out.shadow_scored = shadow
@@ -384,6 +393,11 @@ class Pipeline:
                 out.steps += steps
                 out.lifecycle_events += events
         out.expired = self.pending.expire()
+        if out.expired > self.settings.training.pending_bulk_expiry_rows:
+            out.bulk_expiry = True
+            clocks = ", ".join(f"{p}: {rfc3339(t)}" for p, t in sorted(self.pending.clocks.items()))
+            log.warning("%d pending rows expired unlabelled in one batch (more than training.pending_bulk_expiry_rows "
+                        "%d); partition clocks %s", out.expired, self.settings.training.pending_bulk_expiry_rows, clocks)
         out.unmatched_labels += self.early.expire(self.pending.now)
         out.seconds = time.monotonic() - started
         return out
@@ -491,6 +505,7 @@ class Pipeline:
             "trainer": self.trainer.state_dict(),
             "pending": self.pending.snapshot(),  # made columns on the writer's side
             "early_labels": self.early.state_dict(),
+            "event_clocks": self.clocks.state_dict(),
             **extra_state,
         }
         lifecycle = None

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from fraudstream.daemon.decode import LABEL, TX, Incoming
-from fraudstream.daemon.pipeline import BatchOutput, Pipeline, decide, parse_label, rfc3339
+from fraudstream.daemon.pipeline import BatchOutput, Pipeline, decide, parse_label, rfc3339, time_key
 from fraudstream.errors import EventInvalid
 from fraudstream.features import FeaturePipeline, Transaction
 
@@ -117,6 +117,19 @@ class ScoringService:
                 raise RequestInvalid(i, exc) from exc
         return out
 
+    def check_times(self, kind: str, times_us: list[int | None]) -> None:
+        """``RequestInvalid`` for the first event time the pipeline would dead-letter
+        (:mod:`fraudstream.daemon.eventtime`), checked in order on a copy of its watermarks.
+        Call under the lock, so that the pipeline's watermarks are those the request meets."""
+        clocks, wall, key = self.pipeline.clocks.fork(), time.time(), time_key(Incoming(kind, {}))
+        for i, time_us in enumerate(times_us):
+            if time_us is None:
+                continue
+            try:
+                clocks.check(key, time_us, wall)
+            except EventInvalid as exc:
+                raise RequestInvalid(i, exc) from exc
+
     # -- calls ----------------------------------------------------------------------------
 
     def score(self, events: list[dict[str, Any]], dry_run: bool = False,
@@ -131,6 +144,7 @@ class ScoringService:
         if not txs:
             return []
         with self.lock:
+            self.check_times(TX, [tx.time_us for tx in txs])
             if dry_run:
                 results, X = self._score_dry(txs)
             else:
@@ -198,13 +212,17 @@ class ScoringService:
     def labels(self, events: list[dict[str, Any]]) -> dict[str, Any]:
         """Label events through :meth:`Pipeline.process`: each joins its scored transaction
         (or waits for it) and the joined rows train the model in mini-batches."""
-        fields = self.pipeline.features.spec.fields
+        features = self.pipeline.features
+        fields = features.spec.fields
+        times: list[int | None] = []
         for i, event in enumerate(events):
             try:
-                parse_label(event, fields.transaction_id, fields.label, fields.timestamp)
+                _, _, when = parse_label(event, fields.transaction_id, fields.label, fields.timestamp, features.parse_time)
             except EventInvalid as exc:
                 raise RequestInvalid(i, exc) from exc
+            times.append(round(when * 1e6) if when == when else None)
         with self.lock:
+            self.check_times(LABEL, times)
             pipe = self.pipeline
             waiting_before = len(pipe.early)
             out = pipe.process([Incoming(LABEL, e) for e in events], received_at=time.time())

@@ -158,6 +158,11 @@ class EventParser:
             raise EventInvalid("bad_timestamp", "outside 1970..2262", field)
         return us
 
+    def parse_time(self, v: Any) -> int:
+        """A timestamp field's value (RFC 3339 text or an epoch number in ``epoch_unit``) as
+        epoch microseconds, by the transaction rules; label events' times use it too."""
+        return self._time(v)
+
     def _label(self, v: Any) -> int | None:
         t = type(v)
         if (t is int or t is bool or t is float) and (v == 0 or v == 1):

@@ -99,6 +99,10 @@ class FeaturePipeline:
         """One decoded JSON record -> :class:`Transaction`; raises ``EventInvalid``."""
         return self._parser.parse(record)
 
+    def parse_time(self, value: Any) -> int:
+        """A timestamp value -> epoch microseconds, by the rules of :meth:`parse`; ``EventInvalid``."""
+        return self._parser.parse_time(value)
+
     def parse_many(self, records: Iterable[Any]) -> tuple[list[Transaction], list[tuple[int, EventInvalid]]]:
         """Parse a polled batch: the valid transactions, and ``(index, error)`` for the rest."""
         parse = self._parser.parse

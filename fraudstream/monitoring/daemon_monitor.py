@@ -126,6 +126,8 @@ class DaemonMonitor:
             m.scores.labels(decision=decision).inc(n)
         m.labels_unmatched.inc(out.unmatched_labels)
         m.pending_expired.inc(out.expired)
+        if out.bulk_expiry:
+            m.pending_bulk_expiries.inc()
         m.pending_rows.set(len(daemon.pipeline.pending))
         self.on_learned(daemon, out.steps)
         self.collect(out)

@@ -40,7 +40,9 @@ NAMESPACE = "fraudstream"
 # Pre-initialised label values. Others appear as they are first used.
 DEFAULT_TOPICS = ("transactions", "labels")
 # The decoder's reasons; the daemon adds fraudstream.features.REASONS (the parser's).
-DEFAULT_INVALID_REASONS = ("empty", "oversize", "not_utf8", "not_json", "not_object")
+#: The daemon's own reasons: decoding, then the event-time checks (future, stale).
+DEFAULT_INVALID_REASONS = ("empty", "oversize", "not_utf8", "not_json", "not_object",
+                           "future_timestamp", "stale_timestamp")
 DEFAULT_GUARD_REASONS = ("non_finite_loss", "non_finite_weights")
 DECISIONS = ("approve", "review", "block")
 BATCH_STAGES = ("total", "decode", "features", "score", "produce", "learn")
@@ -147,6 +149,10 @@ class Metrics:
             namespace=ns, registry=r)
         self.pending_expired = Counter(
             "pending_expired", "Pending rows dropped unlabelled after the TTL or size cap.",
+            namespace=ns, registry=r)
+        self.pending_bulk_expiries = Counter(
+            "pending_bulk_expiries", "Batches in which more pending rows expired unlabelled than "
+            "training.pending_bulk_expiry_rows (an event-time jump, or labels that stopped).",
             namespace=ns, registry=r)
         self.pending_rows = Gauge(
             "pending_rows", "Scored rows waiting for a label.", namespace=ns, registry=r)

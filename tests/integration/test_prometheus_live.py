@@ -270,8 +270,10 @@ def test_dashboard_and_alerts_against_the_running_daemon(kafka_bootstrap, unique
         total = len(healthy_records) + len(trouble)
         daemon.wait_until(drained(prometheus, total), 60, "the daemon to consume the backlog")
 
+        # Bulk expiry needs rows that wait longer than the TTL: this stream has none (its
+        # labels come within minutes of event time); promtool's rule tests cover the rule.
         expected = set(ALERTS) - {"FraudstreamDown", "FraudstreamCheckpointStale",
-                                  "FraudstreamConsumerLagGrowing"}
+                                  "FraudstreamConsumerLagGrowing", "FraudstreamPendingBulkExpiry"}
         try:
             wait_for(lambda: expected <= firing(prometheus), 20, "the alert expressions")
         except AssertionError:
