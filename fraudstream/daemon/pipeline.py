@@ -48,6 +48,7 @@ class BatchOutput:
     """What one batch produced, for the sink and for monitoring."""
 
     scores: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)  # indices of scores already answered over HTTP
     dlq: list[dict[str, Any]] = field(default_factory=list)
     invalid: Counter = field(default_factory=Counter)
     transactions: int = 0
@@ -322,6 +323,8 @@ class Pipeline:
                 if record.kind == TX:
                     tx = parse(event)
                     txs.append(tx)
+                    if record.answered:
+                        out.answered.append(len(keys))
                     keys.append(record.key)
                     items.append(tx)
                     in_batch[tx.transaction_id] = tx
