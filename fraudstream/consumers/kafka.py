@@ -348,6 +348,26 @@ class KafkaSink:
             future = self.producer.send(topic, value=value, key=key, headers=headers)
         future.add_errback(self._failed, topic, key, len(value), if_too_large)
 
+    def send_and_wait(
+        self, topic: str, records: list[tuple[bytes | None, bytes]], headers=None, timeout_s: float = 30.0
+    ) -> None:
+        """Send ``(key, value)`` records and return once the broker acknowledged every one
+        (``acks=all``); ``SinkFailed`` if any was refused or not acknowledged in time.
+
+        For inputs taken from a caller that is answered only once they are durable (the
+        HTTP API of a Kafka daemon): unlike :meth:`send`, nothing is left for a later flush.
+        """
+        deadline = time.monotonic() + timeout_s
+        try:
+            futures = [
+                self.producer.send(topic, value=value, key=key, headers=headers, partition=self._partition(topic, key))
+                for key, value in records
+            ]
+            for future in futures:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+        except (KafkaError, AssertionError) as exc:  # kafka-python asserts on a closed producer
+            raise SinkFailed(f"{len(records)} records for {topic} not acknowledged: {exc}") from exc
+
     def _partition(self, topic: str, key: bytes | None) -> int | None:
         """The partition Kafka's default partitioner gives ``key`` (None: let the producer
         choose, for a key-less record or a topic whose metadata is not known yet)."""

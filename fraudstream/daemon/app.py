@@ -37,6 +37,11 @@ from fraudstream.daemon.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
+#: Header of a transaction the HTTP API produced after answering it with its score: the loop
+#: ingests it (windows, pending store, learning, under the checkpoint's offsets) but does not
+#: produce its score, which the client already has.
+ANSWERED_HEADER = ("fraudstream-answered", b"http")
+
 #: Bytes of the original value a trimmed DLQ record still carries (base64 of the start).
 DLQ_TRIMMED_BYTES = 64 * 1024
 
@@ -198,9 +203,9 @@ class Daemon:
             self.pipeline.close()
             self._writer.shutdown()
             self.source.close()
-            self.sink.close()
             if self.monitor is not None:
-                self.monitor.close()
+                self.monitor.close()  # before the sink: an HTTP ingest in flight still gets produced
+            self.sink.close()
             self.store.unlock()
             log.info("daemon stopped cleanly")
 
@@ -239,13 +244,16 @@ class Daemon:
 
     def _process(self, records: list) -> None:
         batch = [
-            Incoming(self._kind_of[r.topic], r.value, r.topic, r.partition, r.offset, r.key)
+            Incoming(self._kind_of[r.topic], r.value, r.topic, r.partition, r.offset, r.key,
+                     answered=bool(r.headers) and ANSWERED_HEADER in r.headers)
             for r in records
         ]
         out = self.pipeline.process(batch, received_at=time.time())
         topics = self.settings.kafka.topics
-        for key, score in out.scores:
-            self.sink.send_json(topics.scores, score, key)
+        answered = set(out.answered)
+        for i, (key, score) in enumerate(out.scores):
+            if i not in answered:
+                self.sink.send_json(topics.scores, score, key)
         for dead in out.dlq:
             # an input too large to carry whole still goes, with its reason, size and digest
             big = len(dead["value_b64"] or "") > DLQ_TRIMMED_BYTES  # None: a tombstone
@@ -254,6 +262,17 @@ class Daemon:
             self.offsets[(r.topic, r.partition)] = r.offset + 1
         if self.monitor is not None:
             self.monitor.on_batch(self, out, records)
+
+    def publish_transactions(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Produce ``(key, value)`` transactions the HTTP API scored, and return once the
+        broker holds them (``acks=all``): the loop then ingests them like any transaction,
+        under the checkpoint's offsets. Called from API threads, without the loop's lock.
+        ``SinkFailed`` when they are not durable (or the producer is not up yet).
+        """
+        sink = self.sink
+        if sink is None:
+            raise SinkFailed("the Kafka producer is not started yet")
+        sink.send_and_wait(self.settings.kafka.topics.transactions, records, headers=[ANSWERED_HEADER])
 
     def _note_positions(self) -> None:
         """Record where assigned partitions that delivered nothing yet stand, once known.

@@ -30,6 +30,7 @@ class Incoming:
     partition: int = -1
     offset: int = -1
     key: bytes | None = None
+    answered: bool = False  # already scored and answered over HTTP: its score is not produced
 
 
 def decode_json(value: bytes | dict[str, Any], max_bytes: int) -> dict[str, Any]:

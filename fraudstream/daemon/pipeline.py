@@ -49,6 +49,7 @@ class BatchOutput:
     """What one batch produced, for the sink and for monitoring."""
 
     scores: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)  # indices of scores already answered over HTTP
     dlq: list[dict[str, Any]] = field(default_factory=list)
     invalid: Counter = field(default_factory=Counter)
     transactions: int = 0
@@ -327,6 +328,8 @@ class Pipeline:
                     tx = parse(event)
                     check_time(time_key(record), tx.time_us, wall)
                     txs.append(tx)
+                    if record.answered:
+                        out.answered.append(len(keys))
                     keys.append(record.key)
                     parts.append(record.partition)
                     items.append(tx)

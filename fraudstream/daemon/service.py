@@ -23,14 +23,20 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import orjson
 
 from fraudstream.daemon.decode import LABEL, TX, Incoming
 from fraudstream.daemon.pipeline import BatchOutput, Pipeline, decide, parse_label, rfc3339, time_key
-from fraudstream.errors import EventInvalid
+from fraudstream.errors import EventInvalid, FraudstreamError
 from fraudstream.features import FeaturePipeline, Transaction
 
 #: Most transactions one request may ask explanations for (each costs ``n_features`` rows).
 EXPLAIN_MAX = 1_000
+
+
+class IngestUnavailable(FraudstreamError):
+    """Not every transaction of a request was acknowledged by the transactions topic (the
+    API answers 503; some may be stored, so a resent request may ingest them twice)."""
 
 
 class RequestInvalid(EventInvalid):
@@ -73,10 +79,14 @@ class ScoringService:
     """
 
     def __init__(self, pipeline: Pipeline, lock: threading.RLock | None = None,
-                 on_batch: Callable[[BatchOutput], None] | None = None):
+                 on_batch: Callable[[BatchOutput], None] | None = None,
+                 publish: Callable[[list[tuple[bytes, bytes]]], None] | None = None):
         self.pipeline = pipeline
         self.lock = lock if lock is not None else threading.RLock()
         self.on_batch = on_batch
+        # A Kafka daemon's ``publish_transactions``: an ingest is then scored dry and produced
+        # to the transactions topic, and the loop ingests it with offsets (crash-safe).
+        self.publish = publish
 
     def event_schemas(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """JSON Schemas of a transaction and of a label event under the configured field
@@ -143,6 +153,8 @@ class ScoringService:
         txs = self.parse_many(events)
         if not txs:
             return []
+        if not dry_run and self.publish is not None:
+            return self._score_and_publish(events, txs, explain)
         with self.lock:
             self.check_times(TX, [tx.time_us for tx in txs])
             if dry_run:
@@ -158,6 +170,34 @@ class ScoringService:
             if explain:
                 for result, top in zip(results, self.explain_many(X), strict=True):
                     result["top_features"] = top
+        return results
+
+    def _score_and_publish(self, events: list[dict[str, Any]], txs: list[Transaction],
+                           explain: bool) -> list[dict[str, Any]]:
+        """Ingest in a Kafka daemon: score on a scratch copy of the state (as a dry run), then
+        produce the transactions, keyed by customer, and return once the broker holds them.
+
+        The loop consumes them like any transaction: windows, pending store, labels and
+        learning then carry Kafka offsets, so a crash neither loses nor repeats what they
+        teach. The produce runs outside the lock: the loop scores on meanwhile.
+        """
+        max_bytes = self.pipeline.settings.kafka.max_event_bytes
+        records = []
+        for i, (event, tx) in enumerate(zip(events, txs, strict=True)):
+            value = orjson.dumps(event)
+            if len(value) > max_bytes:  # the loop would dead-letter it: refuse it here instead
+                raise RequestInvalid(i, EventInvalid("oversize", f"{len(value)} bytes > {max_bytes}"))
+            records.append((tx.customer.encode(), value))
+        with self.lock:
+            self.check_times(TX, [tx.time_us for tx in txs])
+            results, X = self._score_dry(txs)
+            if explain:
+                for result, top in zip(results, self.explain_many(X), strict=True):
+                    result["top_features"] = top
+        try:
+            self.publish(records)
+        except FraudstreamError as exc:
+            raise IngestUnavailable(f"transactions not stored in Kafka: {exc}") from exc
         return results
 
     def _score_dry(self, txs: list[Transaction]) -> tuple[list[dict[str, Any]], np.ndarray]:

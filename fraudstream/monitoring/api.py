@@ -3,7 +3,9 @@
 The routes sit on the monitoring app next to ``/metrics``, ``/healthz`` and ``/readyz`` and
 call a scoring service (:class:`fraudstream.daemon.service.ScoringService`), which runs
 requests through the daemon's own per-batch step under its lock. So an HTTP transaction is
-scored, windowed, joined with its label and learned from exactly like a Kafka one.
+scored, windowed, joined with its label and learned from exactly like a Kafka one. In a
+Kafka daemon an ingest is first stored in the transactions topic and the loop ingests it
+from there (crash-safe); a 503 says it was not all stored.
 
 Field names of events come from the feature spec (they are configurable), so the request
 models describe only the envelope; each event is validated by the feature module's parser
@@ -32,7 +34,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from fraudstream.daemon.service import EXPLAIN_MAX
+from fraudstream.daemon.service import EXPLAIN_MAX, IngestUnavailable
 from fraudstream.errors import EventInvalid
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,9 @@ def add_scoring_routes(
         except EventInvalid as exc:
             index = getattr(exc, "index", 0)
             return _invalid(loc + ([index] if indexed else []), getattr(exc, "error", exc))
+        except IngestUnavailable as exc:  # not every transaction is durable: the client resends
+            log.warning("HTTP ingest refused: %s", exc)
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
         return {"dry_run": dry_run, "scores": results}
 
     @router.post("/labels", response_model=LabelResponse)

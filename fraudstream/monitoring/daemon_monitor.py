@@ -79,7 +79,9 @@ class DaemonMonitor:
 
             mon = self.settings.monitoring
             app = create_app(self.metrics, self.readiness)
-            service = ScoringService(pipeline, daemon.lock, lambda out: self.on_batch(daemon, out, None))
+            # a Kafka daemon makes HTTP transactions durable in its transactions topic first
+            service = ScoringService(pipeline, daemon.lock, lambda out: self.on_batch(daemon, out, None),
+                                     publish=getattr(daemon, "publish_transactions", None))
             add_scoring_routes(app, service, mon.api_token, mon.api_max_body_bytes)
             self.server = MonitoringServer(app, mon.host, mon.port)
             self.server.start()
