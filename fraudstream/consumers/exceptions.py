@@ -9,3 +9,8 @@ class SinkFailed(FraudstreamError):
 
 class SourceInvalid(FraudstreamError):
     """An input file cannot be read as events."""
+
+
+class KafkaConnectFailed(FraudstreamError):
+    """The broker cannot be reached or refuses this client at start: the message names why
+    (connection refused, TLS certificate not trusted, no Kafka answer, SASL authentication)."""

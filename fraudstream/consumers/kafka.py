@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
+import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -17,13 +20,13 @@ from typing import Any
 
 import orjson
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, MessageSizeTooLargeError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, SaslAuthenticationFailedError
 from kafka.future import Future
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from fraudstream.config import KafkaSettings
-from fraudstream.consumers.exceptions import SinkFailed
+from fraudstream.consumers.exceptions import KafkaConnectFailed, SinkFailed
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,92 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     if kafka.ssl_password:
         options["ssl_password"] = kafka.ssl_password.get_secret_value()
     return options
+
+
+#: How long the start-up check waits for each step (TCP, TLS, a Kafka answer, bootstrap).
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_connection(kafka: KafkaSettings, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within seconds, naming the cause, when the broker cannot serve this client.
+
+    kafka-python retries a failed TLS handshake or a dropped connection until its bootstrap
+    times out and then reports only "Unable to bootstrap", so the first bootstrap server is
+    probed by hand first: TCP connect, the TLS handshake with the client's own SSL context,
+    and one ApiVersions request (a TLS listener drops a PLAINTEXT client without answering).
+    A bounded kafka-python bootstrap then checks SASL authentication and metadata. Messages
+    carry the server, the protocol and the cause, never a password.
+    """
+    from kafka.net.transport import KafkaSSLTransport
+
+    server = kafka.bootstrap_servers.split(",")[0].strip()
+    host, _, port_text = server.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    where = f"{server} ({kafka.security_protocol})"
+    try:
+        sock = socket.create_connection((host, int(port_text)), timeout=timeout_s)
+    except (OSError, ValueError) as exc:
+        raise KafkaConnectFailed(f"cannot connect to Kafka at {where}: {exc}") from None
+    try:
+        if kafka.security_protocol in ("SSL", "SASL_SSL"):
+            config = {key: value for key, value in client_options(kafka).items() if key.startswith("ssl_")}
+            context = KafkaSSLTransport._build_ssl_context(KafkaSSLTransport.DEFAULT_CONFIG | config)
+            try:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            except ssl.SSLCertVerificationError as exc:
+                raise KafkaConnectFailed(
+                    f"TLS to Kafka at {where}: certificate verify failed ({exc.verify_message}); "
+                    "check kafka.ssl_cafile"
+                ) from None
+            except (ssl.SSLError, OSError) as exc:
+                raise KafkaConnectFailed(
+                    f"TLS handshake with Kafka at {where} failed ({exc}); is that port a TLS listener?"
+                ) from None
+        _api_versions(sock, where)
+    finally:
+        sock.close()
+    try:
+        consumer = KafkaConsumer(
+            **client_options(kafka) | {"client_id": f"{kafka.client_id}-check"},
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+        )
+    except SaslAuthenticationFailedError as exc:
+        raise KafkaConnectFailed(
+            f"SASL authentication failed at {where} for user {kafka.sasl_username!r} "
+            f"({kafka.sasl_mechanism}): {exc}"
+        ) from None
+    except KafkaError as exc:
+        raise KafkaConnectFailed(f"Kafka at {where} did not complete bootstrap in {timeout_s:.0f} s: {exc}") from None
+    consumer.close()
+
+
+def _api_versions(sock: socket.socket, where: str) -> None:
+    """Send ApiVersions v0 and read its answer: a Kafka listener of the expected protocol."""
+    client = b"fraudstream-check"
+    header = struct.pack(">hhih", 18, 0, 1, len(client)) + client
+    try:
+        sock.sendall(struct.pack(">i", len(header)) + header)
+        head = _recv(sock, 8)
+    except (OSError, EOFError) as exc:
+        raise KafkaConnectFailed(
+            f"Kafka at {where} dropped the connection without answering ({exc or 'closed'}); "
+            "check kafka.security_protocol (a TLS listener drops a PLAINTEXT client)"
+        ) from None
+    size, correlation = struct.unpack(">ii", head)
+    if correlation != 1 or not 0 < size < 1 << 20:
+        raise KafkaConnectFailed(
+            f"{where} did not answer as a Kafka listener of that protocol; check kafka.security_protocol"
+        )
+
+
+def _recv(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("closed by the broker")
+        data += chunk
+    return data
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):

@@ -29,7 +29,7 @@ from typing import Any
 
 from fraudstream.config import Settings
 from fraudstream.consumers.exceptions import SinkFailed
-from fraudstream.consumers.kafka import KafkaSink, KafkaSource
+from fraudstream.consumers.kafka import KafkaSink, KafkaSource, check_connection
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
 from fraudstream.daemon.lifecycle import ModelRequests
@@ -162,6 +162,7 @@ class Daemon:
         if threading.current_thread() is threading.main_thread():
             self._install_signals()
         kafka = self.settings.kafka
+        check_connection(kafka)  # a wrong password, CA or protocol fails here, naming the cause
         self.sink = KafkaSink(kafka)
         self.source = self._new_source()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds

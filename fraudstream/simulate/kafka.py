@@ -47,27 +47,16 @@ class ProduceReport:
 
 
 def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
-    """kafka-python producer options from the settings: batching on, security passed through."""
-    config: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers.split(","),
+    """kafka-python producer options from the settings: batching on, the daemon's connection
+    and security options (one mapping, so both connect the same way)."""
+    from fraudstream.consumers.kafka import client_options  # loads the Kafka client
+
+    return client_options(kafka) | {
         "client_id": f"{kafka.client_id}-simulate",
         "linger_ms": 20,
         "batch_size": 256 * 1024,
-        "security_protocol": kafka.security_protocol,
         "bootstrap_timeout_ms": 15_000,
     }
-    if kafka.sasl_mechanism:
-        config["sasl_mechanism"] = kafka.sasl_mechanism
-        config["sasl_plain_username"] = kafka.sasl_username
-        if kafka.sasl_password is not None:
-            config["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
-    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        value = getattr(kafka, key)
-        if value is not None:
-            config[key] = str(value)
-    if kafka.ssl_password is not None:
-        config["ssl_password"] = kafka.ssl_password.get_secret_value()
-    return config
 
 
 def produce(
