@@ -303,8 +303,11 @@ def setup_logging(level: str) -> None:
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    for noisy in ("kafka", "absl", "tensorflow"):  # their warnings are about their own internals
+    for noisy in ("absl", "tensorflow"):  # their warnings are about their own internals
         logging.getLogger(noisy).setLevel(max(logging.ERROR, logging.getLogger().level))
+    # kafka-python logs every failed reconnect at ERROR: a routine broker restart would page
+    # through log-based alerts. Its chatter shows only when debug logging is asked for.
+    logging.getLogger("kafka").setLevel(logging.DEBUG if level.lower() == "debug" else logging.CRITICAL)
 
 
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning, error")]
