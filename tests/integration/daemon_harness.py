@@ -225,7 +225,11 @@ def dlq_records(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in read_topic(bootstrap, topic)]
 
 
-def dlq_original(record: dict[str, Any]) -> bytes:
+def dlq_original(record: dict[str, Any]) -> bytes | None:
+    """The original value of a dead-lettered record; None for a tombstone (no value)."""
+    if record.get("value_null"):
+        assert record["value_b64"] is None, record
+        return None
     return base64.b64decode(record["value_b64"])
 
 

@@ -2,8 +2,9 @@
 
 Valid simulated events are mixed with well over a thousand invalid ones of every kind the
 contract names: not JSON, truncated JSON, wrong types, missing fields, NaN and infinities,
-absurd numbers, a ~900 KB event, wrong encodings, JSON that is not an object. Each invalid
-record must appear on the DLQ topic with its reason and its exact original bytes.
+absurd numbers, a ~900 KB event, wrong encodings, JSON that is not an object, tombstones,
+timestamps in 2199 and 1971. Each invalid record must appear on the DLQ topic with its reason
+and its exact original bytes (a tombstone as ``value_null``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ KINDS = [
     ("array", "not_object", lambda i: b"[" + _dump(_tx(i)) + b"]"),
     ("scalar", "not_object", lambda i: b"42"),
     ("null", "not_object", lambda i: b"null"),
+    ("tombstone", "empty", lambda i: None),  # no value at all; told apart from b"null" in the DLQ
+    # event time out of reach: a bad producer clock must not move the partition's clock
+    ("year_2199", "future_timestamp", lambda i: _dump(_tx(i, timestamp="2199-01-01T00:00:00Z"))),
+    ("year_1971", "stale_timestamp", lambda i: _dump(_tx(i, timestamp="1971-01-01T00:00:00Z"))),
 ]
 LABEL_KINDS = [
     ("label_not_json", "not_json", lambda i: f"label? {i}".encode()),
