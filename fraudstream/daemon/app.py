@@ -1,8 +1,8 @@
 """The long-running Kafka daemon: poll, process, produce, checkpoint, resume, stop cleanly.
 
-One thread owns the loop. kafka-python runs rebalance callbacks on its I/O thread; they
-hand their work to a worker thread that takes the same lock as the loop, so a revocation
-checkpoints between two batches, never inside one.
+One thread owns the loop. The Kafka client runs the rebalance hooks on a thread of its own
+or inside the loop's poll; either way they take the same (reentrant) lock as the loop, so a
+revocation checkpoints between two batches, never inside one.
 
 Order of a checkpoint (see :mod:`fraudstream.daemon.checkpoint`): copy the state and the
 offsets between two batches; then, on a writer thread while the loop scores on, flush the
@@ -29,7 +29,7 @@ from typing import Any
 
 from fraudstream.config import Settings
 from fraudstream.consumers.exceptions import SinkFailed
-from fraudstream.consumers.kafka import KafkaSink, KafkaSource, check_connection
+from fraudstream.consumers.clients import check_connection, kafka_sink, kafka_source
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
 from fraudstream.daemon.lifecycle import ModelRequests
@@ -108,7 +108,7 @@ class Daemon:
         self._last_checkpoint = time.monotonic()
         topics = settings.kafka.topics
         self._kind_of = {topics.transactions: TX, topics.labels: LABEL}
-        self.source: KafkaSource | None = None
+        self.source: Any = None  # consumers.clients.kafka_source
         self.closing = False
         self.rebuilds = 0
         self._unassigned_since: float | None = None
@@ -116,7 +116,7 @@ class Daemon:
         self.model_requests = ModelRequests(self.store.directory)  # `fraudstream model promote|rollback`
         if monitor is not None:
             monitor.attach(self)
-        self.sink: KafkaSink | None = None
+        self.sink: Any = None  # consumers.clients.kafka_sink
 
     # -- rebalance hooks (worker thread) ----------------------------------------------------
 
@@ -163,7 +163,7 @@ class Daemon:
             self._install_signals()
         kafka = self.settings.kafka
         check_connection(kafka)  # a wrong password, CA or protocol fails here, naming the cause
-        self.sink = KafkaSink(kafka)
+        self.sink = kafka_sink(kafka)
         self.source = self._new_source()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         self.pipeline.learn_in_background()  # scoring never waits for a training step
@@ -210,10 +210,10 @@ class Daemon:
             self.store.unlock()
             log.info("daemon stopped cleanly")
 
-    def _new_source(self) -> KafkaSource:
+    def _new_source(self) -> Any:
         kafka = self.settings.kafka
         self._unassigned_since = time.monotonic()
-        return KafkaSource(kafka, [kafka.topics.transactions, kafka.topics.labels], self._on_revoked, self._on_assigned)
+        return kafka_source(kafka, [kafka.topics.transactions, kafka.topics.labels], self._on_revoked, self._on_assigned)
 
     def _watch_assignment(self) -> None:
         """Rebuild the consumer when it has held no partition for too long.
