@@ -24,6 +24,7 @@ from daemon_harness import (
     produce_stream,
     scored_ids,
     seeded,
+    with_clients,
     write_config,
 )
 
@@ -33,6 +34,7 @@ KILLS = 5
 SEED = 20260401
 
 
+@with_clients("confluent")
 def test_every_label_is_learned_exactly_once_across_sigkills(kafka_bootstrap, unique_topic, daemons, tmp_path):
     rng = seeded(SEED)
     stream = Stream.simulated(customers=520, terminals=1_000, days=50, seed=11)

@@ -26,6 +26,7 @@ from daemon_harness import (
     newest_checkpoint,
     produce_stream,
     scored_ids,
+    with_clients,
     write_config,
 )
 from fraudstream.daemon.checkpoint import CheckpointStore
@@ -39,6 +40,7 @@ CHECKPOINT_LINE = re.compile(r"checkpoint (ckpt-\d+) \((\w+)\)")
 SEEK_LINE = re.compile(r"assigned (\S+)\[(\d+)\]: seek to checkpointed offset (\d+)")
 
 
+@with_clients("kafka-python", "confluent")
 def test_partitions_revoked_and_given_back_resume_from_the_checkpoint(kafka_bootstrap, unique_topic, daemons, tmp_path):
     stream = Stream.simulated(customers=420, terminals=840, days=50, seed=31)
     topics = make_topics(unique_topic, tx_partitions=PARTITIONS, label_partitions=PARTITIONS)
