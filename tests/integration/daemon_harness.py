@@ -305,9 +305,10 @@ class DaemonExited(AssertionError):
 class Daemon:
     """One ``fraudstream run`` process, its log file and the offset where its log starts."""
 
-    def __init__(self, proc: subprocess.Popen, log_path: Path):
+    def __init__(self, proc: subprocess.Popen, log_path: Path, client: str = CLIENTS[0]):
         self.proc = proc
         self.log_path = log_path
+        self.client = client
 
     @property
     def pid(self) -> int:
@@ -373,9 +374,11 @@ class DaemonRunner:
     client: str = "kafka-python"
     started: list[Daemon] = field(default_factory=list)
 
-    def start(self, config: Path, name: str | None = None, args: Iterable[str] = ()) -> Daemon:
-        """``fraudstream run --config CONFIG [args]``, logging to ``<name>.log``."""
+    def start(self, config: Path, name: str | None = None, args: Iterable[str] = (), client: str | None = None) -> Daemon:
+        """``fraudstream run --config CONFIG [args]`` on ``client`` (else the runner's),
+        logging to ``<name>.log``."""
         name = name or f"daemon-{len(self.started) + 1}"
+        client = client or self.client
         log_path = self.workdir / f"{name}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -384,10 +387,10 @@ class DaemonRunner:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=os.environ | DAEMON_ENV | {"FRAUDSTREAM__KAFKA__CLIENT": self.client},
+                env=os.environ | DAEMON_ENV | {"FRAUDSTREAM__KAFKA__CLIENT": client},
                 start_new_session=True,
             )
-        daemon = Daemon(proc, log_path)
+        daemon = Daemon(proc, log_path, client)
         self.started.append(daemon)
         return daemon
 
@@ -401,11 +404,11 @@ class DaemonRunner:
                 daemon.proc.wait(timeout=30)
 
     def assert_client_used(self) -> None:
-        """Every daemon that got as far as its Kafka source ran on ``self.client``."""
+        """Every daemon that got as far as its Kafka source ran on the client it was given."""
         for daemon in self.started:
             log = daemon.log()
             if "Kafka client:" in log:
-                assert f"Kafka client: {self.client} " in log, f"{daemon.log_path.name} did not run on {self.client}"
+                assert f"Kafka client: {daemon.client} " in log, f"{daemon.log_path.name} did not run on {daemon.client}"
 
     def assert_none_running(self) -> None:
         alive = [d.pid for d in self.started if d.proc.poll() is None]
