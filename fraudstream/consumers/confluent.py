@@ -93,6 +93,14 @@ class _ErrorLog:
             log.log(logging.ERROR if err.fatal() else logging.WARNING, "%s: %s", self.client, err.str())
 
 
+class _DebugLog:
+    """librdkafka's own log lines, at DEBUG: what matters of them also reaches the error
+    callback, logged once per ``ERROR_LOG_EVERY_S``, instead of librdkafka's stderr."""
+
+    def log(self, level: int, message: str, *args) -> None:
+        log.debug("librdkafka: " + message, *args)
+
+
 class ConfluentSource:
     """Polls the input topics in batches; one poll is one batch through the pipeline."""
 
@@ -117,7 +125,8 @@ class ConfluentSource:
         self._seeks: dict[Partition, int] | None = None  # set while the assignment hook runs
         self._resolved: dict[Partition, int] = {}  # positions of idle partitions, once known
         self._brokers_up: bool | None = None  # from librdkafka's statistics; None until the first
-        self.consumer = Consumer(options.consumer | {"error_cb": _ErrorLog("consumer"), "stats_cb": self._stats})
+        self.consumer = Consumer(options.consumer | {"error_cb": _ErrorLog("consumer"), "stats_cb": self._stats,
+                                                     "logger": _DebugLog()})
         self.consumer.subscribe(list(topics), on_assign=self._assign, on_revoke=self._revoke)
 
     # -- rebalance (inside poll, on the loop's thread) ------------------------------------
@@ -299,7 +308,8 @@ class ConfluentSink(JsonSink):
 
     def __init__(self, kafka: KafkaSettings):
         self.kafka = kafka
-        self.producer = Producer(librdkafka_options(kafka).producer | {"error_cb": _ErrorLog("producer")})
+        self.producer = Producer(librdkafka_options(kafka).producer | {"error_cb": _ErrorLog("producer"),
+                                                                      "logger": _DebugLog()})
         self.failed = 0  # records the broker refused for good (each one logged)
         self._smaller: deque[tuple[str, bytes | None, bytes, list | None]] = deque()  # to send in their place
         self._again: deque[tuple[str, bytes | None, bytes | None, list | None]] = deque()  # to send again
