@@ -184,7 +184,8 @@ def stream(customers: int, days: int, seed: int, tx_topic: str, label_topic: str
 
 
 def start_daemon(bootstrap: str, topics: dict[str, str], workdir: Path, group: str,
-                 checkpoint_seconds: float = 60, monitoring_port: int = 0, client: str = "kafka-python") -> subprocess.Popen:
+                 checkpoint_seconds: float = 60, monitoring_port: int = 0, client: str = "kafka-python",
+                 profile: Path | None = None) -> subprocess.Popen:
     config = {
         "kafka": {"client": client, "bootstrap_servers": bootstrap, "group_id": group, "topics": topics,
                   "rejoin_after_s": 15},
@@ -194,7 +195,8 @@ def start_daemon(bootstrap: str, topics: dict[str, str], workdir: Path, group: s
     path = workdir / f"{group}.yaml"
     path.write_text(yaml.safe_dump(config))
     log = open(workdir / f"{group}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fraudstream", "run", "--config", str(path)], stdout=log, stderr=log)
+    python = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else [])
+    proc = subprocess.Popen(python + ["-m", "fraudstream", "run", "--config", str(path)], stdout=log, stderr=log)
     return proc
 
 
@@ -382,7 +384,9 @@ def latency(args, client: str, topics: dict[str, str], backlog: list, live: list
     """The daemon on ``client`` at ``args.rate`` events/s after a scored backlog, then the
     same paced events through the pass-through relay on that client."""
     port = free_port()
-    proc = start_daemon(args.bootstrap, topics, workdir, group, args.checkpoint_seconds, port, client=client)
+    profile = workdir / f"{group}.prof" if args.profile else None
+    proc = start_daemon(args.bootstrap, topics, workdir, group, args.checkpoint_seconds, port, client=client,
+                        profile=profile)
     try:
         produce(args.bootstrap, backlog)
         count_scores(args.bootstrap, topics["scores"], sum(1 for e in backlog if e[3] is not None), timeout_s=600)
@@ -398,6 +402,10 @@ def latency(args, client: str, topics: dict[str, str], backlog: list, live: list
     finally:
         stop(proc)
     out = {"latency": summary(lat) | {"offered_events_per_s": offered, "inside_daemon_share_within": inside}}
+    if profile is not None:  # written when the daemon exits; backlog and paced run together
+        out["stages"] = stage_breakdown(profile)
+        print(f"[{client}] where the loop's time goes (cProfile, backlog and paced run): " + "; ".join(
+            f"{stage} {v['seconds']:.1f} s ({v['ms_per_batch']:.2f} ms/batch)" for stage, v in out["stages"].items()))
     print(f"[{client}] latency at {offered:,.0f} events/s offered (transactions and labels, learning on, checkpoint "
           f"every {args.checkpoint_seconds:g} s): " + describe(lat))
     print(f"[{client}] inside the daemon (its own histograms over the paced run): " + "; ".join(
@@ -421,6 +429,35 @@ def latency(args, client: str, topics: dict[str, str], backlog: list, live: list
             relayer.kill()
     out["latency_pass_through"] = summary(lat) | {"offered_events_per_s": offered}
     print(f"[{client}] pass-through relay at {offered:,.0f} events/s offered: " + describe(lat))
+    return out
+
+
+#: The loop's stages (the daemon's functions whose cumulative time each one is) for --profile.
+STAGES = {
+    "poll": ["consumers/kafka.py:*(poll)", "consumers/confluent.py:*(poll)"],
+    "decode": ["daemon/decode.py:*(decode_json)", "features/pipeline.py:*(parse)", "daemon/pipeline.py:*(parse_label)"],
+    "features": ["features/pipeline.py:*(replay_many)", "features/pipeline.py:*(normalize)"],
+    "score": ["models/online.py:*(score_many)"],
+    "produce": ["consumers/sink.py:*(send_json)"],
+    "learn (hand-off)": ["daemon/pipeline.py:*(_learn)"],
+    "monitoring": ["monitoring/daemon_monitor.py:*(on_batch)", "monitoring/daemon_monitor.py:*(on_idle)"],
+    "checkpoint capture": ["daemon/pipeline.py:*(capture_checkpoint)"],
+    "batch (process)": ["daemon/pipeline.py:*(process)"],
+}
+
+
+def stage_breakdown(profile: Path) -> dict[str, dict[str, float]]:
+    """Per stage of the loop (main thread, cProfile): seconds in all, and ms per batch."""
+    import fnmatch
+    import pstats
+
+    stats = pstats.Stats(str(profile)).stats
+    batches = sum(v[0] for k, v in stats.items() if fnmatch.fnmatch(f"{k[0]}:{k[1]}({k[2]})", "*daemon/app.py:*(_process)"))
+    out = {}
+    for stage, patterns in STAGES.items():
+        seconds = sum(v[3] for k, v in stats.items()
+                      if any(fnmatch.fnmatch(f"{k[0]}:{k[1]}({k[2]})", "*" + p) for p in patterns))
+        out[stage] = {"seconds": seconds, "ms_per_batch": 1000 * seconds / batches if batches else float("nan")}
     return out
 
 
@@ -464,6 +501,9 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true", help="only the throughput run")
     parser.add_argument("--clients", type=lambda text: text.split(","), default=["kafka-python", "confluent"],
                         help="Kafka clients to measure, comma-separated (kafka.client values)")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the latency daemons under cProfile and print where the loop's time goes "
+                             "(slows them: their latency is not comparable)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "daemon.json")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:6]

@@ -34,7 +34,7 @@ from fraudstream.daemon.checkpoint import CheckpointStore
 pytestmark = pytest.mark.kafka
 
 
-@with_clients("kafka-python", "confluent")
+@with_clients("kafka-python")  # its client-side part (seek on assignment) is in every other proof
 def test_a_truncated_checkpoint_is_skipped_and_the_previous_one_resumed(kafka_bootstrap, unique_topic, daemons, tmp_path):
     stream = Stream.simulated(customers=300, terminals=600, days=40, seed=21)
     topics = make_topics(unique_topic, 2, 2)
