@@ -51,7 +51,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
+from fraudstream.config import KafkaSettings
 from fraudstream.config.simulate import SimulatorSettings
+from fraudstream.consumers.options import kafka_python_options, librdkafka_options
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import merged_events
 
@@ -242,24 +244,24 @@ def pass_through(bootstrap: str, topics: dict[str, str], target: str, expected: 
 
 
 class PassThrough:
-    """One client's consumer (both input topics, the daemon's fetch settings) and producer
-    (acks=all, linger 1 ms): each transaction forwarded unchanged, labels read and dropped."""
+    """One client's consumer and producer with the daemon's options for that client (both
+    input topics read): each transaction forwarded unchanged, labels read and dropped."""
 
     def __init__(self, client: str, bootstrap: str, topics: dict[str, str], group: str, reset: str, batch: int = 500):
         self.client, self.tx_topic, self.batch = client, topics["transactions"], batch
         inputs = [topics["transactions"], topics["labels"]]
+        kafka = KafkaSettings(bootstrap_servers=bootstrap, group_id=group, auto_offset_reset=reset, batch_size=batch)
         if client == "confluent":
             from confluent_kafka import Consumer, Producer
 
-            self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": reset,
-                                      "enable.auto.commit": False, "fetch.wait.max.ms": 5, "fetch.min.bytes": 1})
+            options = librdkafka_options(kafka)
+            self.consumer = Consumer(options.consumer)
             self.consumer.subscribe(inputs)
-            self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "all",
-                                      "partitioner": "murmur2_random"})
+            self.producer = Producer(options.producer)
         else:
-            self.consumer = KafkaConsumer(*inputs, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset=reset,
-                                          enable_auto_commit=False, max_poll_records=batch, fetch_max_wait_ms=5)
-            self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
+            options = kafka_python_options(kafka)
+            self.consumer = KafkaConsumer(*inputs, **options.consumer)
+            self.producer = KafkaProducer(**options.producer)
 
     def __enter__(self) -> PassThrough:
         return self
@@ -284,8 +286,11 @@ class PassThrough:
                 if target is not None and r.error() is None and r.topic() == self.tx_topic:
                     self.producer.produce(target, value=r.value(), key=r.key())
             self.producer.poll(0)
-            if commit and records:
-                self.consumer.commit(asynchronous=False)
+            if commit and records:  # the daemon's options store no offsets: name them
+                from confluent_kafka import TopicPartition as Partition
+
+                ends = {(r.topic(), r.partition()): r.offset() + 1 for r in records if r.error() is None}
+                self.consumer.commit(offsets=[Partition(t, p, o) for (t, p), o in ends.items()], asynchronous=False)
             return sum(1 for r in records if r.error() is None and r.topic() == self.tx_topic)
         moved = 0
         for tp, records in self.consumer.poll(timeout_ms=100).items():

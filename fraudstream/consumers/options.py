@@ -108,6 +108,9 @@ def librdkafka_options(kafka: KafkaSettings) -> ClientOptions:
         "security.protocol": kafka.security_protocol,
         "reconnect.backoff.max.ms": 2_000,
         "topic.metadata.refresh.interval.ms": 30_000,
+        # TCP_NODELAY, as kafka-python sets it: with Nagle on (librdkafka's default) a small
+        # produce or fetch request can wait for the ACK of the previous one
+        "socket.nagle.disable": True,
     }
     common |= _security(kafka, LIBRDKAFKA)
     consumer = common | {
