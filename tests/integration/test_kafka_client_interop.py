@@ -101,6 +101,12 @@ def test_offsets_committed_by_one_client_are_resumed_by_the_other(kafka_bootstra
         for r in done:
             offsets[(r.topic, r.partition)] = max(offsets.get((r.topic, r.partition), 0), r.offset + 1)
         assert source.commit(offsets)
+        ends = end_offsets(kafka_bootstrap, [topic])
+        assert source.lag(offsets) == {tp: end - offsets.get(tp, end) for tp, end in ends.items()}
+        deadline = time.monotonic() + 15  # librdkafka reports broker states every 5 s
+        while not source.connected():
+            assert time.monotonic() < deadline, "the source never reported a live broker connection"
+            source.poll(200)
     finally:
         source.close()
 
