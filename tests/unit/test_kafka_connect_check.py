@@ -64,6 +64,21 @@ def test_a_closed_port_is_named():
     assert "cannot connect" in message and f"127.0.0.1:{port}" in message
 
 
+def test_every_bootstrap_server_is_tried_and_each_cause_named():
+    def drop(conn: socket.socket) -> None:
+        conn.recv(64)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    port, thread, server = _listener(drop)
+    with server:
+        message = _fails(KafkaSettings(bootstrap_servers=f"127.0.0.1:{closed}, 127.0.0.1:{port}"))
+    assert "none of the 2 Kafka bootstrap servers works" in message
+    assert f"127.0.0.1:{closed} (PLAINTEXT): [Errno" in message
+    assert f"127.0.0.1:{port} (PLAINTEXT) dropped the connection" in message
+
+
 def test_a_listener_that_drops_the_client_names_the_protocol():
     def drop(conn: socket.socket) -> None:
         conn.recv(64)  # a TLS listener reads the request, finds no handshake, and closes
