@@ -45,8 +45,11 @@ from daemon_harness import (
     write_config,
 )
 from fraudstream.config import KafkaSettings
+from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.consumers.exceptions import KafkaConnectFailed
 from fraudstream.consumers.kafka import check_connection
+from fraudstream.simulate import produce, simulate
+from fraudstream.simulate.exceptions import KafkaProduceFailed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -240,6 +243,11 @@ def test_the_connection_check_names_each_cause_against_the_real_listeners(tls_br
     assert "does not offer SASL SCRAM-SHA-256" in message and "kafka.sasl_mechanism" in message
     message = _check_fails(_settings(tls_broker, "SASL_SSL", sasl_password=WRONG_PASSWORD), password)
     assert "SASL authentication failed" in message and WRONG_PASSWORD not in message
+
+    # The simulator's producer is checked the same way before it sends anything.
+    sim = simulate(SimulatorSettings(customers=5, terminals=10), 1, 0)
+    with pytest.raises(KafkaProduceFailed, match="SASL authentication failed"):
+        produce(sim, _settings(tls_broker, "SASL_SSL", sasl_password=WRONG_PASSWORD), progress=False)
 
 
 def _other_ca(directory: Path) -> Path:
