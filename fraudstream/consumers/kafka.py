@@ -189,6 +189,8 @@ def _authenticate(sock: socket.socket, kafka: KafkaSettings, host: str, where: s
             if error:
                 raise KafkaConnectFailed(f"{failed}: {message or f'error code {error}'}")
             mechanism.receive(answer.bytes())
+        if not mechanism.is_authenticated():
+            raise KafkaConnectFailed(f"{failed}: the broker's last answer did not complete the login")
     except ValueError as exc:  # the mechanism refused the broker's answer (e.g. a wrong server signature)
         raise KafkaConnectFailed(f"{failed}: {exc}") from None
 

@@ -119,8 +119,9 @@ def test_tls_adds_an_ssl_and_a_sasl_ssl_listener(clean_env, monkeypatch):
         "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL")
     assert props["inter.broker.listener.name"] == "PLAINTEXT"
     assert props["ssl.keystore.location"] == str(cfg.broker_pem)
-    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
-    assert "ScramLoginModule" in props["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512,SCRAM-SHA-256"
+    for mechanism in ("scram-sha-512", "scram-sha-256"):
+        assert "ScramLoginModule" in props[f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config"]
 
     with pytest.raises(dk.LauncherError, match="must differ"):
         dk.build_config(_args(port=39092, controller_port=39093, tls=True, ssl_port=39093))
