@@ -117,6 +117,7 @@ def check_connection(kafka: KafkaSettings, timeout_s: float = CONNECT_TIMEOUT_S)
 
 #: Kafka error codes the probe names.
 _UNSUPPORTED_SASL_MECHANISM, _ILLEGAL_SASL_STATE = 33, 34
+_NOT_KAFKA = "{where} did not answer as a Kafka listener of that protocol; check kafka.security_protocol"
 
 
 def _probe(kafka: KafkaSettings, server: str, timeout_s: float) -> None:
@@ -154,6 +155,8 @@ def _probe(kafka: KafkaSettings, server: str, timeout_s: float) -> None:
             # Metadata v4 for no topic: a SASL listener closes a client that skips authentication.
             _ask(sock, 3, 4, struct.pack(">i?", 0, False), where, "when asked for metadata",
                  "check kafka.security_protocol (a SASL listener drops a client that does not authenticate)")
+    except struct.error:  # an answer shorter than its own fields say
+        raise KafkaConnectFailed(_NOT_KAFKA.format(where=where)) from None
     finally:
         sock.close()
 
@@ -205,14 +208,13 @@ def _ask(sock: socket.socket, api_key: int, version: int, body: bytes, where: st
 
     A connection dropped without an answer names ``step`` and the ``hint`` for the user.
     """
+    # One request at a time, so the api key serves as its correlation id.
     message = struct.pack(">hhi", api_key, version, api_key) + _string("fraudstream-check") + body
     try:
         sock.sendall(struct.pack(">i", len(message)) + message)
         size, correlation = struct.unpack(">ii", _recv(sock, 8))
         if correlation != api_key or not 4 <= size < 1 << 20:
-            raise KafkaConnectFailed(
-                f"{where} did not answer as a Kafka listener of that protocol; check kafka.security_protocol"
-            )
+            raise KafkaConnectFailed(_NOT_KAFKA.format(where=where))
         return _recv(sock, size - 4)
     except (OSError, EOFError) as exc:
         raise KafkaConnectFailed(
