@@ -11,7 +11,7 @@ other wrong settings against the real listeners. The password (and the wrong one
 appear in no output of the test: daemon logs, command output, ``config show``, checkpoints,
 broker logs.
 
-Cost, measured on a loaded 2-core machine: about 70 s in all. The broker start takes 7-15 s;
+Cost, measured on a loaded 2-core machine: 70-110 s in all. The broker start takes 7-40 s;
 two daemons side by side on streams of about 800 transactions, 30 s; three failing daemons
 side by side, 24 s (TensorFlow's import is most of it); the in-process checks, 1 s.
 """
