@@ -119,12 +119,18 @@ class TlsBroker:
 
 @pytest.fixture(scope="module")
 def tls_broker(tmp_path_factory) -> TlsBroker:
-    port = free_port_pair()
-    broker = Broker(port, tmp_path_factory.mktemp("tls-broker"),
-                    tls_ports=tuple(_free_ports(2, {port, port + 1})))
+    state_dir = tmp_path_factory.mktemp("tls-broker")
     outputs = tmp_path_factory.mktemp("tls-broker-outputs")
+    for attempt in range(3):  # a free port can be taken before the broker binds it: pick again
+        port = free_port_pair()
+        broker = Broker(port, state_dir, tls_ports=tuple(_free_ports(2, {port, port + 1})))
+        try:
+            started = broker.start()
+            break
+        except AssertionError as exc:
+            if attempt == 2 or "already in use" not in str(exc):
+                raise
     try:
-        started = broker.start()
         (outputs / "dev-kafka-start.txt").write_text(started.stdout + started.stderr)
         yield TlsBroker(broker, outputs)
     finally:
