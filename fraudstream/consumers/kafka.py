@@ -92,6 +92,7 @@ def check_connection(kafka: KafkaSettings, timeout_s: float = CONNECT_TIMEOUT_S)
     bounded kafka-python bootstrap then checks metadata. Messages carry the server, the
     protocol and the cause, never a password.
     """
+    log.info("checking the connection to Kafka at %s (%s)", kafka.bootstrap_servers, kafka.security_protocol)
     servers = [server.strip() for server in kafka.bootstrap_servers.split(",") if server.strip()]
     causes = []
     for server in servers:
