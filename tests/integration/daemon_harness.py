@@ -351,8 +351,11 @@ class DaemonRunner:
     workdir: Path
     started: list[Daemon] = field(default_factory=list)
 
-    def start(self, config: Path, name: str | None = None, args: Iterable[str] = ()) -> Daemon:
-        """``fraudstream run --config CONFIG [args]``, logging to ``<name>.log``."""
+    def start(
+        self, config: Path, name: str | None = None, args: Iterable[str] = (), env: dict[str, str] | None = None
+    ) -> Daemon:
+        """``fraudstream run --config CONFIG [args]``, logging to ``<name>.log``; ``env`` adds
+        to the environment (a secret kept out of the config file)."""
         name = name or f"daemon-{len(self.started) + 1}"
         log_path = self.workdir / f"{name}.log"
         with open(log_path, "ab") as log:
@@ -362,7 +365,7 @@ class DaemonRunner:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=os.environ | DAEMON_ENV,
+                env=os.environ | DAEMON_ENV | (env or {}),
                 start_new_session=True,
             )
         daemon = Daemon(proc, log_path)
@@ -436,6 +439,8 @@ class Broker:
 
     port: int
     state_dir: Path
+    #: (SSL, SASL_SSL) listener ports: ``dev/kafka start --tls`` adds both listeners.
+    tls_ports: tuple[int, int] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -448,9 +453,16 @@ class Broker:
             capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
         )
 
-    def start(self, keep_data: bool = False) -> None:
-        done = self._run("start", *(["--keep-data"] if keep_data else []))
+    def start(self, keep_data: bool = False) -> subprocess.CompletedProcess:
+        tls = ["--tls", "--ssl-port", str(self.tls_ports[0]), "--sasl-ssl-port", str(self.tls_ports[1])] \
+            if self.tls_ports else []
+        done = self._run("start", *(["--keep-data"] if keep_data else []), *tls)
         assert done.returncode == 0, f"dev/kafka start failed:\n{done.stderr}"
+        return done
+
+    def security(self) -> dict[str, Any]:
+        """What ``--tls`` wrote for clients: listeners, CA file, SCRAM user and password file."""
+        return json.loads((self.state_dir / "tls" / "security.json").read_text())
 
     def stop(self) -> None:
         done = self._run("stop", timeout=180)
