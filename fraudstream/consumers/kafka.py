@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, MessageSizeTooLargeError, SaslAuthenticationFailedError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.future import Future
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
@@ -55,16 +55,49 @@ CONNECT_TIMEOUT_S = 10.0
 def check_connection(kafka: KafkaSettings, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """Fail within seconds, naming the cause, when the broker cannot serve this client.
 
-    kafka-python retries a failed TLS handshake or a dropped connection until its bootstrap
-    times out and then reports only "Unable to bootstrap", so the first bootstrap server is
-    probed by hand first: TCP connect, the TLS handshake with the client's own SSL context,
-    and one ApiVersions request (a TLS listener drops a PLAINTEXT client without answering).
-    A bounded kafka-python bootstrap then checks SASL authentication and metadata. Messages
-    carry the server, the protocol and the cause, never a password.
+    kafka-python retries a failed TLS handshake, a dropped connection or a refused password
+    until its bootstrap times out and then reports only "Unable to bootstrap", so each
+    bootstrap server is probed by hand first, in order, until one passes: TCP connect, the
+    TLS handshake with the client's own SSL context, one ApiVersions request (a TLS listener
+    drops a PLAINTEXT client without answering), then the SASL handshake and authentication,
+    or without SASL one Metadata request (a SASL listener drops a client that does not
+    authenticate). Only when none passes does the check fail, naming each server's cause. A
+    bounded kafka-python bootstrap then checks metadata. Messages carry the server, the
+    protocol and the cause, never a password.
     """
+    log.info("checking the connection to Kafka at %s (%s)", kafka.bootstrap_servers, kafka.security_protocol)
+    servers = [server.strip() for server in kafka.bootstrap_servers.split(",") if server.strip()]
+    causes = []
+    for server in servers:
+        try:
+            _probe(kafka, server, timeout_s)
+            break
+        except KafkaConnectFailed as exc:
+            causes.append(str(exc))
+    else:
+        if len(causes) == 1:
+            raise KafkaConnectFailed(causes[0])
+        raise KafkaConnectFailed(f"none of the {len(causes)} Kafka bootstrap servers works: " + "; ".join(causes))
+    where = f"{kafka.bootstrap_servers} ({kafka.security_protocol})"
+    try:
+        consumer = KafkaConsumer(
+            **client_options(kafka) | {"client_id": f"{kafka.client_id}-check"},
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+        )
+    except KafkaError as exc:
+        raise KafkaConnectFailed(f"Kafka at {where} did not complete bootstrap in {timeout_s:.0f} s: {exc}") from None
+    consumer.close()
+
+
+#: Kafka error codes the probe names.
+_UNSUPPORTED_SASL_MECHANISM, _ILLEGAL_SASL_STATE = 33, 34
+_NOT_KAFKA = "{where} did not answer as a Kafka listener of that protocol; check kafka.security_protocol"
+
+
+def _probe(kafka: KafkaSettings, server: str, timeout_s: float) -> None:
+    """One bootstrap server, by hand, as far as this client's protocol goes."""
     from kafka.net.transport import KafkaSSLTransport
 
-    server = kafka.bootstrap_servers.split(",")[0].strip()
     host, _, port_text = server.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     where = f"{server} ({kafka.security_protocol})"
@@ -85,43 +118,106 @@ def check_connection(kafka: KafkaSettings, timeout_s: float = CONNECT_TIMEOUT_S)
                 ) from None
             except (ssl.SSLError, OSError) as exc:
                 raise KafkaConnectFailed(
-                    f"TLS handshake with Kafka at {where} failed ({exc}); is that port a TLS listener?"
+                    f"TLS handshake with Kafka at {where} failed ({exc}); is that port a TLS listener? "
+                    "check kafka.security_protocol"
                 ) from None
-        _api_versions(sock, where)
+        _ask(sock, 18, 0, b"", where, "without answering",
+             "check kafka.security_protocol (a TLS listener drops a PLAINTEXT client)")
+        if kafka.security_protocol.startswith("SASL"):
+            _authenticate(sock, kafka, host, where)
+        else:
+            # Metadata v4 for no topic: a SASL listener closes a client that skips authentication.
+            _ask(sock, 3, 4, struct.pack(">i?", 0, False), where, "when asked for metadata",
+                 "check kafka.security_protocol (a SASL listener drops a client that does not authenticate)")
+    except struct.error:  # an answer shorter than its own fields say
+        raise KafkaConnectFailed(_NOT_KAFKA.format(where=where)) from None
     finally:
         sock.close()
-    try:
-        consumer = KafkaConsumer(
-            **client_options(kafka) | {"client_id": f"{kafka.client_id}-check"},
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-        )
-    except SaslAuthenticationFailedError as exc:
+
+
+def _authenticate(sock: socket.socket, kafka: KafkaSettings, host: str, where: str) -> None:
+    """SaslHandshake v1, then SaslAuthenticate v0 rounds driven by kafka-python's own mechanism."""
+    from kafka.net.sasl import get_sasl_mechanism
+
+    mechanism_name = kafka.sasl_mechanism or ""
+    answer = _Answer(_ask(sock, 17, 1, _string(mechanism_name), where, "at the SASL handshake",
+                          "check kafka.security_protocol"))
+    error = answer.take(">h")
+    offered = [answer.string() for _ in range(answer.take(">i"))]
+    if error == _ILLEGAL_SASL_STATE:  # what a PLAINTEXT or SSL listener answers
         raise KafkaConnectFailed(
-            f"SASL authentication failed at {where} for user {kafka.sasl_username!r} "
-            f"({kafka.sasl_mechanism}): {exc}"
-        ) from None
-    except KafkaError as exc:
-        raise KafkaConnectFailed(f"Kafka at {where} did not complete bootstrap in {timeout_s:.0f} s: {exc}") from None
-    consumer.close()
-
-
-def _api_versions(sock: socket.socket, where: str) -> None:
-    """Send ApiVersions v0 and read its answer: a Kafka listener of the expected protocol."""
-    client = b"fraudstream-check"
-    header = struct.pack(">hhih", 18, 0, 1, len(client)) + client
+            f"Kafka at {where} is not a SASL listener; check kafka.security_protocol"
+        )
+    if error == _UNSUPPORTED_SASL_MECHANISM:
+        raise KafkaConnectFailed(
+            f"Kafka at {where} does not offer SASL {mechanism_name} (it offers {', '.join(offered)}); "
+            "check kafka.sasl_mechanism"
+        )
+    if error:
+        raise KafkaConnectFailed(f"Kafka at {where} refused the SASL handshake (error code {error})")
+    mechanism = get_sasl_mechanism(mechanism_name)(host=host, **client_options(kafka))
+    failed = f"SASL authentication failed at {where} for user {kafka.sasl_username!r} ({mechanism_name})"
     try:
-        sock.sendall(struct.pack(">i", len(header)) + header)
-        head = _recv(sock, 8)
+        while not mechanism.is_done():
+            token = mechanism.auth_bytes()
+            answer = _Answer(_ask(sock, 36, 0, struct.pack(">i", len(token)) + token, where,
+                                  "during SASL authentication", "check kafka.sasl_password"))
+            error, message = answer.take(">h"), answer.string()
+            if error:
+                raise KafkaConnectFailed(f"{failed}: {message or f'error code {error}'}")
+            mechanism.receive(answer.bytes())
+        if not mechanism.is_authenticated():
+            raise KafkaConnectFailed(f"{failed}: the broker's last answer did not complete the login")
+    except ValueError as exc:  # the mechanism refused the broker's answer (e.g. a wrong server signature)
+        raise KafkaConnectFailed(f"{failed}: {exc}") from None
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+def _ask(sock: socket.socket, api_key: int, version: int, body: bytes, where: str, step: str, hint: str) -> bytes:
+    """Send one request (header v1) and return its answer after the correlation id.
+
+    A connection dropped without an answer names ``step`` and the ``hint`` for the user.
+    """
+    # One request at a time, so the api key serves as its correlation id.
+    message = struct.pack(">hhi", api_key, version, api_key) + _string("fraudstream-check") + body
+    try:
+        sock.sendall(struct.pack(">i", len(message)) + message)
+        size, correlation = struct.unpack(">ii", _recv(sock, 8))
+        if correlation != api_key or not 4 <= size < 1 << 20:
+            raise KafkaConnectFailed(_NOT_KAFKA.format(where=where))
+        return _recv(sock, size - 4)
     except (OSError, EOFError) as exc:
         raise KafkaConnectFailed(
-            f"Kafka at {where} dropped the connection without answering ({exc or 'closed'}); "
-            "check kafka.security_protocol (a TLS listener drops a PLAINTEXT client)"
+            f"Kafka at {where} dropped the connection {step} ({exc or 'closed'}); {hint}"
         ) from None
-    size, correlation = struct.unpack(">ii", head)
-    if correlation != 1 or not 0 < size < 1 << 20:
-        raise KafkaConnectFailed(
-            f"{where} did not answer as a Kafka listener of that protocol; check kafka.security_protocol"
-        )
+
+
+class _Answer:
+    """Reads the big-endian fields of a non-flexible Kafka response."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, fmt: str) -> int:
+        (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return value
+
+    def _raw(self, size: int) -> bytes:
+        raw = self.data[self.pos:self.pos + max(size, 0)]
+        self.pos += max(size, 0)
+        return raw
+
+    def string(self) -> str | None:
+        size = self.take(">h")
+        return None if size < 0 else self._raw(size).decode(errors="replace")
+
+    def bytes(self) -> bytes:
+        return self._raw(self.take(">i"))
 
 
 def _recv(sock: socket.socket, size: int) -> bytes:

@@ -75,8 +75,9 @@ def produce(
     ``rate`` is transactions per second of wall clock, 0 for as fast as possible.
     ``producer`` lets a caller pass its own (anything with ``send``/``flush``/``close``);
     by default one is made from the settings (plus ``producer_options``, kafka-python
-    names) and closed at the end. Raises
-    ``KafkaProduceFailed`` if the broker cannot be reached or refuses events.
+    names) and closed at the end, after the daemon's start-up check of the connection. Raises
+    ``KafkaProduceFailed`` if the broker cannot be reached or refuses this client (naming a
+    wrong password, CA or protocol) or refuses events.
     """
     if rate < 0:
         raise ValueError("rate must be >= 0 (0 = as fast as possible)")
@@ -98,6 +99,13 @@ def produce(
 
     own = producer is None
     if own:
+        from fraudstream.consumers.exceptions import KafkaConnectFailed
+        from fraudstream.consumers.kafka import check_connection
+
+        try:  # a wrong password, CA or protocol is named at once, not retried until a timeout
+            check_connection(kafka)
+        except KafkaConnectFailed as exc:
+            raise KafkaProduceFailed(str(exc)) from None
         try:
             producer = KafkaProducer(**(producer_config(kafka) | (producer_options or {})))
         except KafkaError as exc:

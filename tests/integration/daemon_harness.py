@@ -374,9 +374,13 @@ class DaemonRunner:
     client: str = "kafka-python"
     started: list[Daemon] = field(default_factory=list)
 
-    def start(self, config: Path, name: str | None = None, args: Iterable[str] = (), client: str | None = None) -> Daemon:
+    def start(
+        self, config: Path, name: str | None = None, args: Iterable[str] = (), env: dict[str, str] | None = None,
+        client: str | None = None,
+    ) -> Daemon:
         """``fraudstream run --config CONFIG [args]`` on ``client`` (else the runner's),
-        logging to ``<name>.log``."""
+        logging to ``<name>.log``; ``env`` adds to the environment (a secret kept out of the
+        config file)."""
         name = name or f"daemon-{len(self.started) + 1}"
         client = client or self.client
         log_path = self.workdir / f"{name}.log"
@@ -387,7 +391,7 @@ class DaemonRunner:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=os.environ | DAEMON_ENV | {"FRAUDSTREAM__KAFKA__CLIENT": client},
+                env=os.environ | DAEMON_ENV | {"FRAUDSTREAM__KAFKA__CLIENT": client} | (env or {}),
                 start_new_session=True,
             )
         daemon = Daemon(proc, log_path, client)
@@ -470,6 +474,8 @@ class Broker:
 
     port: int
     state_dir: Path
+    #: (SSL, SASL_SSL) listener ports: ``dev/kafka start --tls`` adds both listeners.
+    tls_ports: tuple[int, int] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -482,9 +488,16 @@ class Broker:
             capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL,
         )
 
-    def start(self, keep_data: bool = False) -> None:
-        done = self._run("start", *(["--keep-data"] if keep_data else []))
+    def start(self, keep_data: bool = False) -> subprocess.CompletedProcess:
+        tls = ["--tls", "--ssl-port", str(self.tls_ports[0]), "--sasl-ssl-port", str(self.tls_ports[1])] \
+            if self.tls_ports else []
+        done = self._run("start", *(["--keep-data"] if keep_data else []), *tls)
         assert done.returncode == 0, f"dev/kafka start failed:\n{done.stderr}"
+        return done
+
+    def security(self) -> dict[str, Any]:
+        """What ``--tls`` wrote for clients: listeners, CA file, SCRAM user and password file."""
+        return json.loads((self.state_dir / "tls" / "security.json").read_text())
 
     def stop(self) -> None:
         done = self._run("stop", timeout=180)

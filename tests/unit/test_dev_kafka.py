@@ -12,8 +12,12 @@ import argparse
 import base64
 import importlib.util
 import os
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
@@ -36,7 +40,7 @@ dk = _load_launcher()
 
 def _args(**overrides) -> argparse.Namespace:
     values = dict(port=None, controller_port=None, state_dir=None, kafka_version=None,
-                  heap=None, keep_data=False, timeout=30.0)
+                  heap=None, keep_data=False, timeout=30.0, tls=False, ssl_port=None, sasl_ssl_port=None)
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -97,6 +101,62 @@ def test_server_properties_describe_a_single_node_kraft_cluster(clean_env):
                 "share.coordinator.state.topic.min.isr"):
         assert props[key] == "1", key
     assert props["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_tls_adds_an_ssl_and_a_sasl_ssl_listener(clean_env, monkeypatch):
+    monkeypatch.setenv("FRAUDSTREAM_KAFKA_TLS", "1")
+    cfg = dk.build_config(_args(port=39092, controller_port=39093))
+    assert (cfg.tls, cfg.ssl_port, cfg.sasl_ssl_port) == (True, 39094, 39095)
+    props = dict(
+        line.split("=", 1) for line in dk.server_properties(cfg).splitlines()
+        if line and not line.startswith("#")
+    )
+    assert props["listeners"] == ("PLAINTEXT://127.0.0.1:39092,SSL://127.0.0.1:39094,"
+                                  "SASL_SSL://127.0.0.1:39095,CONTROLLER://127.0.0.1:39093")
+    assert props["advertised.listeners"] == ("PLAINTEXT://127.0.0.1:39092,SSL://127.0.0.1:39094,"
+                                             "SASL_SSL://127.0.0.1:39095")
+    assert props["listener.security.protocol.map"] == (
+        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL")
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["ssl.keystore.location"] == str(cfg.broker_pem)
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512,SCRAM-SHA-256"
+    for mechanism in ("scram-sha-512", "scram-sha-256"):
+        assert "ScramLoginModule" in props[f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config"]
+
+    with pytest.raises(dk.LauncherError, match="must differ"):
+        dk.build_config(_args(port=39092, controller_port=39093, tls=True, ssl_port=39093))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="--tls needs openssl")
+def test_tls_certificates_pass_a_handshake_for_127_0_0_1(clean_env):
+    cfg = dk.build_config(_args(state_dir=str(clean_env / "state"), tls=True))
+    dk.make_certificates(cfg)
+    assert sorted(p.name for p in cfg.tls_dir.iterdir()) == ["broker.pem", "ca.pem"]  # the CA key is gone
+    assert cfg.broker_pem.stat().st_mode & 0o077 == 0
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cfg.broker_pem)
+    client = ssl.create_default_context(cafile=str(cfg.ca_file))
+    left, right = socket.socketpair()
+    with left, right:
+        accepted = threading.Thread(target=lambda: server.wrap_socket(right, server_side=True).close())
+        accepted.start()
+        with client.wrap_socket(left, server_hostname="127.0.0.1") as tls:
+            assert set(tls.getpeercert()["subjectAltName"]) == {("DNS", "localhost"), ("IP Address", "127.0.0.1")}
+        accepted.join(timeout=10)
+
+
+def test_keep_data_keeps_the_scram_password(clean_env):
+    cfg = dk.build_config(_args(state_dir=str(clean_env / "state"), tls=True, keep_data=True))
+    cfg.tls_dir.mkdir(parents=True)
+    dk.write_private(cfg.password_file, "kept\n")
+    assert dk.scram_password(cfg) == "kept"
+    cfg.password_file.unlink()
+    cfg.data_dir.mkdir()
+    (cfg.data_dir / "meta.properties").write_text("")
+    with pytest.raises(dk.LauncherError, match="no SCRAM user"):
+        dk.scram_password(cfg)
+    fresh = dk.build_config(_args(state_dir=str(clean_env / "state"), tls=True))
+    assert len({dk.scram_password(fresh) for _ in range(3)}) == 3
 
 
 def test_cluster_ids_are_kafka_uuids():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -64,6 +65,21 @@ def test_a_closed_port_is_named():
     assert "cannot connect" in message and f"127.0.0.1:{port}" in message
 
 
+def test_every_bootstrap_server_is_tried_and_each_cause_named():
+    def drop(conn: socket.socket) -> None:
+        conn.recv(64)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    port, thread, server = _listener(drop)
+    with server:
+        message = _fails(KafkaSettings(bootstrap_servers=f"127.0.0.1:{closed}, 127.0.0.1:{port}"))
+    assert "none of the 2 Kafka bootstrap servers works" in message
+    assert f"127.0.0.1:{closed} (PLAINTEXT): [Errno" in message
+    assert f"127.0.0.1:{port} (PLAINTEXT) dropped the connection" in message
+
+
 def test_a_listener_that_drops_the_client_names_the_protocol():
     def drop(conn: socket.socket) -> None:
         conn.recv(64)  # a TLS listener reads the request, finds no handshake, and closes
@@ -73,6 +89,31 @@ def test_a_listener_that_drops_the_client_names_the_protocol():
         message = _fails(_settings(port, security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
                                    sasl_username="fraud", sasl_password=PASSWORD))
     assert "dropped the connection" in message and "security_protocol" in message
+
+
+def _empty_answers(conn: socket.socket) -> None:
+    """Answers every request with its correlation id and nothing else."""
+    while True:
+        head = conn.recv(12, socket.MSG_WAITALL)
+        if len(head) < 12:
+            return
+        size, _api_key, _version, correlation = struct.unpack(">ihhi", head)
+        conn.recv(size - 8, socket.MSG_WAITALL)
+        conn.sendall(struct.pack(">ii", 4, correlation))
+
+
+def _http(conn: socket.socket) -> None:
+    conn.recv(64)
+    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+
+@pytest.mark.parametrize("serve", [_empty_answers, _http], ids=["truncated-answers", "http"])
+def test_a_listener_that_does_not_speak_kafka_is_named(serve):
+    port, thread, server = _listener(serve)
+    with server:
+        message = _fails(_settings(port, security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                                   sasl_username="fraud", sasl_password=PASSWORD))
+    assert "did not answer as a Kafka listener" in message and "security_protocol" in message
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
