@@ -3,11 +3,14 @@
 This test runs a broker of its own (``dev/kafka``) so it can stop and restart it with its
 data kept. Events are produced at a fixed rate by the simulator's Kafka producer while the
 broker is down and back; afterwards every transaction must be scored and every label
-learned exactly once.
+learned exactly once. The outage leaves one WARNING and one INFO line in the daemon's log
+and no ERROR, and no loop iteration lasted as long as the outage (a flush that waits for
+the broker must not hold the loop past its return).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -86,12 +89,14 @@ def test_a_broker_outage_mid_stream_loses_nothing(broker, daemons, tmp_path):
     assert daemon.alive(), daemon.tail()
     assert producer.is_alive(), f"the stream ended before the outage: {outcome}"
 
+    stopping_at = time.monotonic()
     broker.stop()
     down_at = time.monotonic()
     while time.monotonic() - down_at < OUTAGE_S:
         assert daemon.alive(), f"daemon exited during the outage:\n{daemon.tail()}"
         time.sleep(1.0)
     broker.start(keep_data=True)
+    outage_s = time.monotonic() - stopping_at  # from the start of the broker's stop to its return
     assert daemon.alive(), daemon.tail()
 
     producer.join(timeout=600)
@@ -110,6 +115,14 @@ def test_a_broker_outage_mid_stream_loses_nothing(broker, daemons, tmp_path):
     assert_learned_exactly_once(info, label_ids)
     assert daemon.terminate() == 0, daemon.tail()
     assert_learned_exactly_once(newest_checkpoint(checkpoints), label_ids)
+
+    log = daemon.log_path.read_text(errors="replace")
+    assert len(re.findall(r" WARNING \S+: Kafka broker unreachable", log)) == 1, daemon.tail()
+    assert len(re.findall(r" INFO \S+: Kafka broker reachable again", log)) == 1, daemon.tail()
+    assert not re.findall(r"^\S+ \S+ ERROR .*", log, re.MULTILINE), "ERROR lines in the daemon's log"
+    longest = float(re.search(r"daemon stopped cleanly; longest loop iteration ([\d.]+)s", log).group(1))
+    print(f"\noutage {outage_s:.1f} s (broker stop to its return); longest loop iteration {longest:.1f} s")
+    assert longest < outage_s, f"the loop stalled {longest:.1f} s, longer than the {outage_s:.1f} s outage"
 
     missing = set(tx_ids) - set(scored_ids(broker.bootstrap, topics.scores))
     assert not missing, f"{len(missing)} transactions never scored"
