@@ -21,7 +21,12 @@ from typing import Any
 import orjson
 from kafka import AsyncConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import MemberToRemove
-from kafka.errors import FencedInstanceIdError, KafkaError, MessageSizeTooLargeError, SaslAuthenticationFailedError
+from kafka.errors import (
+    FencedInstanceIdError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    SaslAuthenticationFailedError,
+)
 from kafka.future import Future
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
@@ -356,8 +361,9 @@ class KafkaSource:
     def seek_to_beginning(self, topic: str, partition: int) -> None:
         self.consumer.seek_to_beginning(TopicPartition(topic, partition))
 
-    def commit(self, offsets: Offsets) -> bool:
-        """Commit ``offsets`` (next offset to read per partition); False if Kafka refused."""
+    def commit(self, offsets: Offsets, timeout_ms: int | None = None) -> bool:
+        """Commit ``offsets`` (next offset to read per partition); False if Kafka refused or
+        did not answer within ``timeout_ms`` (None: the client's request timeout, 30 s)."""
         assigned = self.consumer.assignment()
         to_commit = {
             TopicPartition(topic, part): OffsetAndMetadata(off, "", -1)
@@ -367,12 +373,15 @@ class KafkaSource:
         if not to_commit:
             return True
         try:
-            self.consumer.commit(to_commit)
+            self.consumer.commit(to_commit, timeout_ms=timeout_ms)
             return True
         except FencedInstanceIdError as exc:
             raise self._fenced(exc) from None
         except KafkaError as exc:
-            log.warning("offset commit failed (the checkpoint keeps them): %s", exc)
+            # a transient failure (the broker away, a timeout) is the daemon's one outage warning,
+            # not one more line per checkpoint
+            log.log(logging.INFO if exc.retriable else logging.WARNING,
+                    "offset commit failed (the checkpoint keeps them; a later one commits): %s", exc)
             return False
 
     def lag(self, offsets: Offsets) -> dict[tuple[str, int], int]:

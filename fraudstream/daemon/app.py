@@ -47,6 +47,12 @@ ANSWERED_HEADER = ("fraudstream-answered", b"http")
 #: shorter gaps are the client reconnecting an idle connection.
 BROKER_AWAY_AFTER_S = 2.0
 
+#: How long the loop waits for the offset commit of one of its own checkpoints. The checkpoint
+#: holds the offsets, so a commit the broker cannot take now is left to the next checkpoint
+#: instead of stopping the loop for the client's 30 s request timeout (as it did in an
+#: outage). Revocation and stop commits wait longer: other daemons start from them.
+LOOP_COMMIT_TIMEOUT_MS = 2_000
+
 #: Bytes of the original value a trimmed DLQ record still carries (base64 of the start).
 DLQ_TRIMMED_BYTES = 64 * 1024
 
@@ -409,7 +415,7 @@ class Daemon:
             return False
         self.pipeline.offsets = offsets
         try:
-            committed = self.source.commit(offsets)
+            committed = self.source.commit(offsets, timeout_ms=None if wait else LOOP_COMMIT_TIMEOUT_MS)
         except KafkaMemberFenced as exc:  # the checkpoint is durable; its offsets are not ours to commit
             self.fenced, committed = exc, False  # run() stops and raises it: the CLI's error line
             self.stopping.set()

@@ -4,8 +4,8 @@ This test runs a broker of its own (``dev/kafka``) so it can stop and restart it
 data kept. Events are produced at a fixed rate by the simulator's Kafka producer while the
 broker is down and back; afterwards every transaction must be scored and every label
 learned exactly once. The outage leaves one WARNING and one INFO line in the daemon's log
-and no ERROR, and no loop iteration lasted as long as the outage (a flush that waits for
-the broker must not hold the loop past its return).
+and no ERROR, and no loop iteration lasts half as long as the outage: waiting for the
+broker (a producer flush, an offset commit) happens off the loop or briefly.
 """
 
 from __future__ import annotations
@@ -117,12 +117,16 @@ def test_a_broker_outage_mid_stream_loses_nothing(broker, daemons, tmp_path):
     assert_learned_exactly_once(newest_checkpoint(checkpoints), label_ids)
 
     log = daemon.log_path.read_text(errors="replace")
-    assert len(re.findall(r" WARNING \S+: Kafka broker unreachable", log)) == 1, daemon.tail()
+    # the outage's only warning (drift detectors may warn about the stream itself)
+    warnings = [w for w in re.findall(r" WARNING (\S+: .*)", log) if not w.startswith("fraudstream.monitoring.drift:")]
+    assert len(warnings) == 1 and warnings[0].startswith("fraudstream.daemon.app: Kafka broker unreachable"), warnings
     assert len(re.findall(r" INFO \S+: Kafka broker reachable again", log)) == 1, daemon.tail()
     assert not re.findall(r"^\S+ \S+ ERROR .*", log, re.MULTILINE), "ERROR lines in the daemon's log"
     longest = float(re.search(r"daemon stopped cleanly; longest loop iteration ([\d.]+)s", log).group(1))
     print(f"\noutage {outage_s:.1f} s (broker stop to its return); longest loop iteration {longest:.1f} s")
-    assert longest < outage_s, f"the loop stalled {longest:.1f} s, longer than the {outage_s:.1f} s outage"
+    # Before the fix one offset commit held the loop for the client's 30 s request timeout. Half
+    # the outage leaves a busy machine's slowest batch (the first, which traces the model) room.
+    assert longest < outage_s / 2, f"a loop iteration took {longest:.1f} s during a {outage_s:.1f} s outage"
 
     missing = set(tx_ids) - set(scored_ids(broker.bootstrap, topics.scores))
     assert not missing, f"{len(missing)} transactions never scored"

@@ -69,7 +69,6 @@ def test_every_label_is_learned_exactly_once_across_sigkills(kafka_bootstrap, un
 
     checkpoints = tmp_path / "checkpoints"
     group = f"exactly-once-{uuid.uuid4().hex[:8]}"
-
     config = write_config(tmp_path / "run.yaml", kafka_bootstrap, topics, group, checkpoints)
 
     progress, restarts = [], []
