@@ -429,29 +429,26 @@ class KafkaSource:
         suits a crash, but after a clean stop the partitions would idle until the session
         timeout (45 s). A failure only costs that wait, so it is logged and the stop goes on.
         """
+        admin = None
         try:
             admin = KafkaAdminClient(
                 **client_options(self.kafka) | {"client_id": f"{self.kafka.client_id}-leave"},
                 request_timeout_ms=10_000,
                 bootstrap_timeout_ms=10_000,
             )
-        except KafkaError as exc:
-            log.warning("could not leave group %s as %s (its partitions move after the session timeout): %s",
-                        self.kafka.group_id, self.group_instance_id, exc)
-            return
-        try:
             member = MemberToRemove(group_instance_id=self.group_instance_id, reason="fraudstream stopped")
-            errors = admin.remove_group_members(self.kafka.group_id, [member])
-            refused = {key: error.__name__ for key, error in errors.items() if error.errno != 0}
-            if refused:
-                log.warning("leaving group %s: the broker refused %s", self.kafka.group_id, refused)
-            else:
-                log.info("left group %s as static member %s", self.kafka.group_id, self.group_instance_id)
+            refused = {key: error.__name__ for key, error in admin.remove_group_members(self.kafka.group_id, [member]).items()
+                       if error.errno != 0}
         except KafkaError as exc:
-            log.warning("could not leave group %s as %s (its partitions move after the session timeout): %s",
-                        self.kafka.group_id, self.group_instance_id, exc)
+            refused = str(exc) or type(exc).__name__
         finally:
-            admin.close()
+            if admin is not None:
+                admin.close()
+        if refused:
+            log.warning("could not leave group %s as %s (its partitions move after the session timeout): %s",
+                        self.kafka.group_id, self.group_instance_id, refused)
+        else:
+            log.info("left group %s as static member %s", self.kafka.group_id, self.group_instance_id)
 
 
 @functools.lru_cache(maxsize=1 << 16)
