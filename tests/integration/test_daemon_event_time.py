@@ -5,7 +5,8 @@ injected in its middle, keyed to a real customer, and a control run without them
 eighth transaction's label is withheld, so rows do expire (10-day TTL) in both runs. Both
 runs must expire exactly the rows whose label never came and that lie more than the TTL
 behind their own partition's newest transaction (the pending store's ``expired`` counter in
-the last checkpoint), learn every label that came exactly once, raise no bulk expiry, and
+the last checkpoint; one transaction partition ends days early, so one clock shared by the
+partitions would expire more), learn every label that came exactly once, raise no bulk expiry, and
 the first must dead-letter the two events as ``future_timestamp`` and ``stale_timestamp``
 with their original bytes. Costs about 40 s (two daemons over 3,300 events each).
 """
@@ -32,11 +33,13 @@ from daemon_harness import (
     scored_ids,
     write_config,
 )
+from fraudstream.consumers.kafka import key_hash
 from fraudstream.daemon.state_io import read_state
 
 pytestmark = pytest.mark.kafka
 
 TTL_DAYS = 10
+LAG_DAYS = 4
 UNLABELLED_EVERY = 8
 
 
@@ -64,8 +67,14 @@ def caught_up(checkpoints, ends):
 def test_far_future_and_far_past_events_expire_nothing_a_control_run_keeps(kafka_bootstrap, unique_topic, daemons, tmp_path):
     stream = Stream.simulated(customers=60, terminals=120, days=30, seed=9)
     unlabelled = set(stream.tx_ids[::UNLABELLED_EVERY])
-    events = [e for e in stream.events if not (e[0] == "label" and e[3] in unlabelled)]
-    labelled = [tx_id for tx_id in stream.label_ids if tx_id not in unlabelled]
+    # Transaction partition 1 ends LAG_DAYS early (those transactions and their labels are left
+    # out): at the end its clock is behind partition 0's, so expiry by each partition's own
+    # clock and expiry by one shared clock expire different rows.
+    end = max(_epoch(value) for kind, _, value, _ in stream.events if kind == "transaction")
+    lagging = {tx_id for kind, key, value, tx_id in stream.events
+               if kind == "transaction" and key_hash(key) % 2 == 1 and _epoch(value) > end - LAG_DAYS * 86_400}
+    events = [e for e in stream.events if e[3] not in lagging and not (e[0] == "label" and e[3] in unlabelled)]
+    labelled = [tx_id for tx_id in stream.label_ids if tx_id not in unlabelled and tx_id not in lagging]
     middle = len(events) // 2
     customer = next(key for kind, key, _, _ in events[middle:] if kind == "transaction")
     bad = {
@@ -101,6 +110,8 @@ def test_far_future_and_far_past_events_expire_nothing_a_control_run_keeps(kafka
     newest = {p: max(t for q, t, _ in tx_times if q == p) for p, _, _ in tx_times}
     must_expire = sum(1 for p, t, tx_id in tx_times if tx_id in unlabelled and t < newest[p] - TTL_DAYS * 86_400)
     assert must_expire > 50, "the stream is too short for anything to expire; nothing would be compared"
+    one_clock = sum(1 for _, t, tx_id in tx_times if tx_id in unlabelled and t < max(newest.values()) - TTL_DAYS * 86_400)
+    assert one_clock > must_expire, "partition 1 does not lag: per-partition expiry would not be tested"
 
     expired = {}
     for name, (topics, _, _, ends, daemon) in runs.items():
@@ -110,9 +121,9 @@ def test_far_future_and_far_past_events_expire_nothing_a_control_run_keeps(kafka
         assert_learned_exactly_once(info, labelled)
         expired[name] = read_state(info.path, "pending")["counters"]["expired"]
         assert "expired unlabelled in one batch" not in daemon.log(), f"{name}: a bulk expiry"
-        missing = set(stream.tx_ids) - set(scored_ids(kafka_bootstrap, topics.scores))
+        missing = set(stream.tx_ids) - lagging - set(scored_ids(kafka_bootstrap, topics.scores))
         assert not missing, f"{name}: {len(missing)} valid transactions never scored"
-    print(f"\nexpired pending rows: {expired}, expected {must_expire}")
+    print(f"\nexpired pending rows: {expired}; expected {must_expire} (one shared clock: {one_clock})")
     assert expired == {"injected": must_expire, "control": must_expire}
 
     topics = runs["injected"][0]
