@@ -25,7 +25,9 @@ from kafka.errors import (
     FencedInstanceIdError,
     KafkaError,
     MessageSizeTooLargeError,
+    NoError,
     SaslAuthenticationFailedError,
+    UnknownMemberIdError,
 )
 from kafka.future import Future
 from kafka.partitioner.default import murmur2
@@ -437,8 +439,9 @@ class KafkaSource:
                 bootstrap_timeout_ms=10_000,
             )
             member = MemberToRemove(group_instance_id=self.group_instance_id, reason="fraudstream stopped")
-            refused = {key: error.__name__ for key, error in admin.remove_group_members(self.kafka.group_id, [member]).items()
-                       if error.errno != 0}
+            answers = admin.remove_group_members(self.kafka.group_id, [member]).values()
+            # not a member (it never joined, or another took the id): nothing to hand over
+            refused = [error.__name__ for error in answers if error not in (NoError, UnknownMemberIdError)]
         except KafkaError as exc:
             refused = str(exc) or type(exc).__name__
         finally:
