@@ -56,6 +56,11 @@ class KafkaSettings(Section):
     rejoin_after_s: float | None = Field(
         None, gt=0, description="rebuild a consumer left without partitions this long (off: null)"
     )
+    group_instance_id: str | None = Field(
+        "auto", pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="static group member id: a restart gets its partitions back at once (auto: "
+        "host name + hash of the checkpoint directory; null: dynamic membership)",
+    )
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> KafkaSettings:
@@ -204,6 +209,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=ENV_DELIMITER,
+        env_parse_none_str="null",  # e.g. FRAUDSTREAM__KAFKA__GROUP_INSTANCE_ID=null, as in the file
         frozen=True,
         extra="forbid",
     )

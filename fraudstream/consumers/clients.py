@@ -34,19 +34,21 @@ def kafka_source(
     topics: Iterable[str],
     on_revoked: Callable[[list], None],
     on_assigned: Callable[[list], None],
+    group_instance_id: str | None = None,
 ) -> Any:
-    """A source over ``topics`` whose rebalance hooks get partitions with ``.topic``/``.partition``."""
+    """A source over ``topics`` whose rebalance hooks get partitions with ``.topic``/``.partition``,
+    in the group as static member ``group_instance_id`` (None: a dynamic member)."""
     if kafka.client == "confluent":
         confluent = _confluent()
         log.info("Kafka client: confluent (confluent-kafka %s, librdkafka %s)",
                  confluent.confluent_kafka.version()[0], confluent.confluent_kafka.libversion()[0])
-        return confluent.ConfluentSource(kafka, topics, on_revoked, on_assigned)
+        return confluent.ConfluentSource(kafka, topics, on_revoked, on_assigned, group_instance_id=group_instance_id)
     import kafka as kafka_python
 
     from fraudstream.consumers.kafka import KafkaSource
 
     log.info("Kafka client: kafka-python (%s)", kafka_python.__version__)
-    return KafkaSource(kafka, topics, on_revoked, on_assigned)
+    return KafkaSource(kafka, topics, on_revoked, on_assigned, group_instance_id=group_instance_id)
 
 
 def kafka_sink(kafka: KafkaSettings) -> Any:

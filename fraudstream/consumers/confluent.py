@@ -41,7 +41,8 @@ from confluent_kafka import (
 
 from fraudstream.config import KafkaSettings
 from fraudstream.consumers.align import MAX_SKEW_MS, RecordTimeAlignment
-from fraudstream.consumers.exceptions import SinkFailed
+from fraudstream.consumers.exceptions import KafkaMemberFenced, SinkFailed
+from fraudstream.consumers.kafka import leave_static_group, member_fenced
 from fraudstream.consumers.sink import JsonSink
 from fraudstream.consumers.options import librdkafka_options
 
@@ -111,9 +112,13 @@ class ConfluentSource:
         on_revoked: Callable[[list], None] = lambda tps: None,
         on_assigned: Callable[[list], None] = lambda tps: None,
         max_skew_ms: int | None = MAX_SKEW_MS,
+        group_instance_id: str | None = None,
     ):
         self.kafka = kafka
-        options = librdkafka_options(kafka)
+        self.group_instance_id = group_instance_id
+        self.fenced = False  # another consumer took this static member's place
+        self._fatal: KafkaError | None = None  # librdkafka's fatal error (a fenced static member)
+        options = librdkafka_options(kafka, group_instance_id)
         self.max_records = options.poll["max_records"]
         self.poll_timeout_ms = options.poll["timeout_ms"]
         self.max_skew_ms = max_skew_ms
@@ -125,9 +130,19 @@ class ConfluentSource:
         self._seeks: dict[Partition, int] | None = None  # set while the assignment hook runs
         self._resolved: dict[Partition, int] = {}  # positions of idle partitions, once known
         self._brokers_up: bool | None = None  # from librdkafka's statistics; None until the first
-        self.consumer = Consumer(options.consumer | {"error_cb": _ErrorLog("consumer"), "stats_cb": self._stats,
+        self._error_log = _ErrorLog("consumer")
+        self.consumer = Consumer(options.consumer | {"error_cb": self._on_error, "stats_cb": self._stats,
                                                      "logger": _DebugLog()})
         self.consumer.subscribe(list(topics), on_assign=self._assign, on_revoke=self._revoke)
+
+    def _on_error(self, err: KafkaError) -> None:
+        self._error_log(err)
+        if err.fatal():
+            self._fatal = err
+
+    def _fenced(self, err: KafkaError) -> KafkaMemberFenced:
+        self.fenced = True
+        return member_fenced(self.kafka, self.group_instance_id, err.name())
 
     # -- rebalance (inside poll, on the loop's thread) ------------------------------------
 
@@ -169,6 +184,8 @@ class ConfluentSource:
         """Records of one poll: whatever is fetched already, up to ``batch_size``, after
         waiting at most the poll timeout for the first one (each partition's records in
         offset order)."""
+        if self._fatal is not None:  # the only fatal consumer error: fenced by a static member
+            raise self._fenced(self._fatal)
         timeout = (self.poll_timeout_ms if timeout_ms is None else timeout_ms) / 1000
         # consume(n, timeout) would wait for all n records; wait for one, take the rest as they are
         first = self.consumer.poll(timeout)
@@ -183,6 +200,8 @@ class ConfluentSource:
         for message in messages:
             error = message.error()
             if error is not None:
+                if error.fatal() or error.code() == KafkaError.FENCED_INSTANCE_ID:
+                    raise self._fenced(error)
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error on %s[%s]: %s", message.topic(), message.partition(), error.str())
                 continue
@@ -251,19 +270,42 @@ class ConfluentSource:
     def seek_to_beginning(self, topic: str, partition: int) -> None:
         self.seek(topic, partition, OFFSET_BEGINNING)
 
-    def commit(self, offsets: Offsets) -> bool:
+    def commit(self, offsets: Offsets, timeout_ms: int | None = None) -> bool:
         """Commit ``offsets`` (next offset to read per partition), synchronously; False if
-        Kafka refused the request or any partition of it."""
+        Kafka refused the request or any partition of it, or did not answer within
+        ``timeout_ms`` (None: wait for the answer). librdkafka's synchronous commit takes no
+        timeout, so a bounded one waits for it on a thread of its own."""
         to_commit = [TopicPartition(topic, part, off) for (topic, part), off in offsets.items()
                      if Partition(topic, part) in self._assigned]
         if not to_commit:
             return True
-        try:
-            results = self.consumer.commit(offsets=to_commit, asynchronous=False)
-        except KafkaException as exc:
-            log.warning("offset commit failed (the checkpoint keeps them): %s", exc)
+        outcome: list = []
+
+        def commit() -> None:
+            try:
+                outcome.append(self.consumer.commit(offsets=to_commit, asynchronous=False))
+            except KafkaException as exc:
+                outcome.append(exc)
+
+        if timeout_ms is None:
+            commit()
+        else:
+            worker = threading.Thread(target=commit, name="fraudstream-commit", daemon=True)
+            worker.start()
+            worker.join(timeout_ms / 1000)
+            if not outcome:
+                log.info("offset commit not answered in %d ms (the checkpoint keeps them; a later one commits)",
+                         timeout_ms)
+                return False
+        if isinstance(outcome[0], KafkaException):
+            error = outcome[0].args[0]
+            if error.fatal() or error.code() == KafkaError.FENCED_INSTANCE_ID:
+                raise self._fenced(error)
+            # a transient failure (the broker away) is the daemon's one outage warning
+            log.log(logging.INFO if error.retriable() else logging.WARNING,
+                    "offset commit failed (the checkpoint keeps them; a later one commits): %s", error.str())
             return False
-        refused = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in results or () if tp.error is not None]
+        refused = [f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in outcome[0] or () if tp.error is not None]
         if refused:
             log.warning("offset commit refused (the checkpoint keeps them): %s", "; ".join(refused))
         return not refused
@@ -292,7 +334,11 @@ class ConfluentSource:
         return bool(self._brokers_up)
 
     def close(self) -> None:
+        """Close the consumer; a static member also leaves the group, so that its partitions
+        move to the other members now rather than after the session timeout."""
         self.consumer.close()
+        if self.group_instance_id is not None and not self.fenced:  # fenced: the id is another's now
+            leave_static_group(self.kafka, self.group_instance_id)
 
 
 class ConfluentSink(JsonSink):

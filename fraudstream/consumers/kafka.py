@@ -18,17 +18,24 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, MessageSizeTooLargeError
+from kafka import AsyncConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import MemberToRemove
+from kafka.errors import (
+    FencedInstanceIdError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    NoError,
+    UnknownMemberIdError,
+)
 from kafka.future import Future
 from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from fraudstream.config import KafkaSettings
 from fraudstream.consumers.align import MAX_SKEW_MS, RecordTimeAlignment
-from fraudstream.consumers.exceptions import KafkaConnectFailed, SinkFailed
-from fraudstream.consumers.sink import JsonSink
+from fraudstream.consumers.exceptions import KafkaConnectFailed, KafkaMemberFenced, SinkFailed
 from fraudstream.consumers.options import kafka_python_options
+from fraudstream.consumers.sink import JsonSink
 
 log = logging.getLogger(__name__)
 
@@ -277,11 +284,14 @@ class KafkaSource:
         on_revoked: Callable[[list], None] = lambda tps: None,
         on_assigned: Callable[[list], None] = lambda tps: None,
         max_skew_ms: int | None = MAX_SKEW_MS,
+        group_instance_id: str | None = None,
     ):
         self.kafka = kafka
+        self.group_instance_id = group_instance_id
+        self.fenced = False  # another consumer took this static member's place
         self.max_skew_ms = max_skew_ms
         self._alignment = RecordTimeAlignment(max_skew_ms or 0)
-        options = kafka_python_options(kafka)
+        options = kafka_python_options(kafka, group_instance_id)
         self.poll_timeout_ms = options.poll["timeout_ms"]  # max_records is the consumer's max_poll_records
         self.consumer = KafkaConsumer(**options.consumer)
         listener = _Rebalance(on_revoked, on_assigned)
@@ -304,7 +314,10 @@ class KafkaSource:
             self._unstick_fetcher()
             if self.consumer.paused():
                 timeout = min(timeout, ALIGNED_POLL_MS)
-        batches = self.consumer.poll(timeout_ms=timeout)
+        try:
+            batches = self.consumer.poll(timeout_ms=timeout)
+        except FencedInstanceIdError as exc:
+            raise self._fenced(exc) from None
         if self.max_skew_ms is not None:
             self._align(batches)
         return [record for records in batches.values() for record in records]
@@ -386,8 +399,9 @@ class KafkaSource:
     def seek_to_beginning(self, topic: str, partition: int) -> None:
         self.consumer.seek_to_beginning(TopicPartition(topic, partition))
 
-    def commit(self, offsets: Offsets) -> bool:
-        """Commit ``offsets`` (next offset to read per partition); False if Kafka refused."""
+    def commit(self, offsets: Offsets, timeout_ms: int | None = None) -> bool:
+        """Commit ``offsets`` (next offset to read per partition); False if Kafka refused or
+        did not answer within ``timeout_ms`` (None: the client's request timeout, 30 s)."""
         assigned = self.consumer.assignment()
         to_commit = {
             TopicPartition(topic, part): OffsetAndMetadata(off, "", -1)
@@ -397,10 +411,15 @@ class KafkaSource:
         if not to_commit:
             return True
         try:
-            self.consumer.commit(to_commit)
+            self.consumer.commit(to_commit, timeout_ms=timeout_ms)
             return True
+        except FencedInstanceIdError as exc:
+            raise self._fenced(exc) from None
         except KafkaError as exc:
-            log.warning("offset commit failed (the checkpoint keeps them): %s", exc)
+            # a transient failure (the broker away, a timeout) is the daemon's one outage warning,
+            # not one more line per checkpoint
+            log.log(logging.INFO if exc.retriable else logging.WARNING,
+                    "offset commit failed (the checkpoint keeps them; a later one commits): %s", exc)
             return False
 
     def lag(self, offsets: Offsets) -> dict[tuple[str, int], int]:
@@ -425,9 +444,56 @@ class KafkaSource:
         except KafkaError:
             return False
 
-    def close(self) -> None:
-        self.consumer.close(autocommit=False, timeout_ms=10_000)
+    def _fenced(self, exc: KafkaError) -> KafkaMemberFenced:
+        self.fenced = True
+        return member_fenced(self.kafka, self.group_instance_id, type(exc).__name__)
 
+    def close(self) -> None:
+        """Close the consumer; a static member also leaves the group, so that its partitions
+        move to the other members now rather than after the session timeout."""
+        self.consumer.close(autocommit=False, timeout_ms=10_000)
+        if self.group_instance_id is not None and not self.fenced:  # fenced: the id is another's now
+            leave_static_group(self.kafka, self.group_instance_id)
+
+
+def member_fenced(kafka: KafkaSettings, group_instance_id: str | None, cause: str) -> KafkaMemberFenced:
+    """The error a source raises once another consumer took its static member id."""
+    return KafkaMemberFenced(
+        f"another consumer joined group {kafka.group_id!r} with this daemon's static instance id "
+        f"{group_instance_id!r} and took its partitions ({cause}); give each daemon its own "
+        "kafka.group_instance_id (or leave it at auto)"
+    )
+
+
+def leave_static_group(kafka: KafkaSettings, group_instance_id: str) -> None:
+    """Remove a static member from its group (LeaveGroup v3+ by instance id).
+
+    kafka-python and librdkafka, like the Java client (KIP-345), send no LeaveGroup when a
+    static member closes: a restart is then meant to take its partitions back without a
+    rebalance. That suits a crash, but after a clean stop the partitions would idle until the
+    session timeout (45 s). A failure only costs that wait, so it is logged and the stop goes on.
+    """
+    admin = None
+    try:
+        admin = KafkaAdminClient(
+            **client_options(kafka) | {"client_id": f"{kafka.client_id}-leave"},
+            request_timeout_ms=10_000,
+            bootstrap_timeout_ms=10_000,
+        )
+        member = MemberToRemove(group_instance_id=group_instance_id, reason="fraudstream stopped")
+        answers = admin.remove_group_members(kafka.group_id, [member]).values()
+        # not a member (it never joined, or another took the id): nothing to hand over
+        refused = [error.__name__ for error in answers if error not in (NoError, UnknownMemberIdError)]
+    except KafkaError as exc:
+        refused = str(exc) or type(exc).__name__
+    finally:
+        if admin is not None:
+            admin.close()
+    if refused:
+        log.warning("could not leave group %s as %s (its partitions move after the session timeout): %s",
+                    kafka.group_id, group_instance_id, refused)
+    else:
+        log.info("left group %s as static member %s", kafka.group_id, group_instance_id)
 
 @functools.lru_cache(maxsize=1 << 16)
 def key_hash(key: bytes) -> int:

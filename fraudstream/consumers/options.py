@@ -13,9 +13,11 @@ from pydantic import SecretStr
 
 from fraudstream.config import KafkaSettings
 
-#: Keys that never reach a client: ``topics`` is what the source subscribes to, ``client``
-#: picks the backend, ``rejoin_after_s`` is the daemon's own watch on its assignment.
-NOT_CLIENT_KEYS = frozenset({"topics", "client", "rejoin_after_s"})
+#: Keys that never reach a client as they are: ``topics`` is what the source subscribes to,
+#: ``client`` picks the backend, ``rejoin_after_s`` is the daemon's own watch on its
+#: assignment, and ``group_instance_id`` the daemon resolves (``auto``) and hands to the
+#: source, which passes it here.
+NOT_CLIENT_KEYS = frozenset({"topics", "client", "rejoin_after_s", "group_instance_id"})
 
 
 class ClientOptions(NamedTuple):
@@ -61,8 +63,9 @@ def _poll(kafka: KafkaSettings) -> dict[str, int]:
     return {"max_records": kafka.batch_size, "timeout_ms": kafka.poll_timeout_ms}
 
 
-def kafka_python_options(kafka: KafkaSettings) -> ClientOptions:
-    """Options for kafka-python's ``KafkaConsumer``, ``KafkaProducer`` and admin client."""
+def kafka_python_options(kafka: KafkaSettings, group_instance_id: str | None = None) -> ClientOptions:
+    """Options for kafka-python's ``KafkaConsumer``, ``KafkaProducer`` and admin client; the
+    consumer joins as static member ``group_instance_id`` unless it is None."""
     common: dict[str, Any] = {
         "bootstrap_servers": kafka.bootstrap_servers.split(","),
         "client_id": kafka.client_id,
@@ -74,6 +77,7 @@ def kafka_python_options(kafka: KafkaSettings) -> ClientOptions:
     common |= _security(kafka, KAFKA_PYTHON)
     consumer = common | {
         "group_id": kafka.group_id,
+        "group_instance_id": group_instance_id,
         "enable_auto_commit": False,
         "auto_offset_reset": kafka.auto_offset_reset,
         "max_poll_records": kafka.batch_size,
@@ -96,12 +100,14 @@ def kafka_python_options(kafka: KafkaSettings) -> ClientOptions:
     return ClientOptions(common, consumer, producer, _poll(kafka))
 
 
-#: How often librdkafka reports broker states (``KafkaSource.connected`` reads them).
-STATISTICS_INTERVAL_MS = 5_000
+#: How often librdkafka reports broker states (``ConfluentSource.connected`` reads them; the
+#: daemon calls an outage after 2 s without a broker).
+STATISTICS_INTERVAL_MS = 1_000
 
 
-def librdkafka_options(kafka: KafkaSettings) -> ClientOptions:
-    """Options for confluent-kafka's ``Consumer`` and ``Producer`` (librdkafka names)."""
+def librdkafka_options(kafka: KafkaSettings, group_instance_id: str | None = None) -> ClientOptions:
+    """Options for confluent-kafka's ``Consumer`` and ``Producer`` (librdkafka names); the
+    consumer joins as static member ``group_instance_id`` unless it is None."""
     common: dict[str, Any] = {
         "bootstrap.servers": kafka.bootstrap_servers,
         "client.id": kafka.client_id,
@@ -115,6 +121,7 @@ def librdkafka_options(kafka: KafkaSettings) -> ClientOptions:
     common |= _security(kafka, LIBRDKAFKA)
     consumer = common | {
         "group.id": kafka.group_id,
+        **({"group.instance.id": group_instance_id} if group_instance_id else {}),
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": kafka.auto_offset_reset,

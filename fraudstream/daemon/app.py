@@ -20,6 +20,7 @@ import gc
 import hashlib
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -28,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from fraudstream.config import Settings
-from fraudstream.consumers.exceptions import SinkFailed
 from fraudstream.consumers.clients import check_connection, kafka_sink, kafka_source
+from fraudstream.consumers.exceptions import KafkaMemberFenced, SinkFailed
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
 from fraudstream.daemon.lifecycle import ModelRequests
@@ -41,6 +42,16 @@ log = logging.getLogger(__name__)
 #: ingests it (windows, pending store, learning, under the checkpoint's offsets) but does not
 #: produce its score, which the client already has.
 ANSWERED_HEADER = ("fraudstream-answered", b"http")
+
+#: No connection to any broker for this long counts as the broker being away (one warning);
+#: shorter gaps are the client reconnecting an idle connection.
+BROKER_AWAY_AFTER_S = 2.0
+
+#: How long the loop waits for the offset commit of one of its own checkpoints. The checkpoint
+#: holds the offsets, so a commit the broker cannot take now is left to the next checkpoint
+#: instead of stopping the loop for the client's 30 s request timeout (as it did in an
+#: outage). Revocation and stop commits wait longer: other daemons start from them.
+LOOP_COMMIT_TIMEOUT_MS = 2_000
 
 #: Bytes of the original value a trimmed DLQ record still carries (base64 of the start).
 DLQ_TRIMMED_BYTES = 64 * 1024
@@ -60,6 +71,22 @@ def trimmed_dlq_record(dead: dict[str, Any]) -> dict[str, Any]:
         "value_bytes": len(raw),
         "value_sha256": hashlib.sha256(raw).hexdigest(),
     }
+
+
+def group_instance_id(settings: Settings) -> str | None:
+    """This daemon's static group member id: ``kafka.group_instance_id``, where ``auto``
+    means the host name plus a hash of the checkpoint directory's absolute path.
+
+    The directory is locked to one daemon, so that id is unique in the group and the same
+    after every restart: the broker hands a restarted daemon its partitions back at once,
+    without waiting for the session timeout that drops a dead dynamic member.
+    """
+    chosen = settings.kafka.group_instance_id
+    if chosen != "auto":
+        return chosen
+    directory = Path(settings.checkpoints.directory).expanduser().resolve()
+    host = "".join(c if c.isalnum() or c in "._-" else "-" for c in socket.gethostname())[:200] or "host"
+    return f"{host}-{hashlib.sha256(str(directory).encode()).hexdigest()[:12]}"
 
 
 def freeze_heap(collect: bool = True) -> None:
@@ -108,10 +135,16 @@ class Daemon:
         self._last_checkpoint = time.monotonic()
         topics = settings.kafka.topics
         self._kind_of = {topics.transactions: TX, topics.labels: LABEL}
+        self.group_instance_id = group_instance_id(settings)
+        self._first_scores = True
         self.source: Any = None  # consumers.clients.kafka_source
         self.closing = False
         self.rebuilds = 0
         self._unassigned_since: float | None = None
+        self._broker_lost_at: float | None = None  # the client has had no broker connection since
+        self._broker_away = False  # announced: one warning when it goes, one line when it is back
+        self.longest_stall_s = 0.0  # the longest loop iteration: how long the stream went unserved
+        self.fenced: KafkaMemberFenced | None = None  # another daemon took our static member id
         self._requested: tuple[str, list[str]] | None = None
         self.model_requests = ModelRequests(self.store.directory)  # `fraudstream model promote|rollback`
         if monitor is not None:
@@ -172,9 +205,12 @@ class Daemon:
         # run Python between TensorFlow calls, and the loop should not wait on them.
         sys.setswitchinterval(0.001)
         freeze_heap()
-        log.info("daemon started: model_version=%s, %d pending", self.pipeline.model_version, len(self.pipeline.pending))
+        log.info("daemon started: model_version=%s, %d pending, group %s as %s", self.pipeline.model_version,
+                 len(self.pipeline.pending), kafka.group_id, self.group_instance_id or "a dynamic member")
         try:
             while not self.stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+                began = time.monotonic()
+                self._watch_broker(began)
                 self._watch_assignment()
                 records = self.source.poll()
                 with self.lock:
@@ -196,6 +232,7 @@ class Daemon:
                             self.checkpoint(reason=reason, tags=tags, wait=False)
                         elif self._checkpoint_due():
                             self.checkpoint(reason="interval", wait=False)
+                self.longest_stall_s = max(self.longest_stall_s, time.monotonic() - began)
         finally:
             with self.lock:
                 self.checkpoint(reason="stop")  # the learner is drained: every step is reported
@@ -208,12 +245,32 @@ class Daemon:
                 self.monitor.close()  # before the sink: an HTTP ingest in flight still gets produced
             self.sink.close()
             self.store.unlock()
-            log.info("daemon stopped cleanly")
+            if self.fenced is None:
+                log.info("daemon stopped cleanly; longest loop iteration %.1fs", self.longest_stall_s)
+        if self.fenced is not None:
+            raise self.fenced  # stopped with its state checkpointed; the other daemon goes on
 
     def _new_source(self) -> Any:
         kafka = self.settings.kafka
         self._unassigned_since = time.monotonic()
-        return kafka_source(kafka, [kafka.topics.transactions, kafka.topics.labels], self._on_revoked, self._on_assigned)
+        return kafka_source(kafka, [kafka.topics.transactions, kafka.topics.labels], self._on_revoked, self._on_assigned,
+                            group_instance_id=self.group_instance_id)
+
+    def _watch_broker(self, now: float) -> None:
+        """One WARNING when no broker has been reachable for ``BROKER_AWAY_AFTER_S``, one INFO
+        when one is again. The client's own per-reconnect errors stay below CRITICAL (see the
+        CLI's logging set-up), so these two lines are what an outage leaves in the log."""
+        if self.source.connected():
+            if self._broker_away:
+                log.info("Kafka broker reachable again after %.1fs; longest loop iteration so far %.1fs",
+                         now - self._broker_lost_at, self.longest_stall_s)
+            self._broker_lost_at, self._broker_away = None, False
+        elif self._broker_lost_at is None:
+            self._broker_lost_at = now
+        elif not self._broker_away and now - self._broker_lost_at >= BROKER_AWAY_AFTER_S:
+            self._broker_away = True
+            log.warning("Kafka broker unreachable (%s) for %.1fs; scoring resumes when it is back",
+                        self.settings.kafka.bootstrap_servers, now - self._broker_lost_at)
 
     def _watch_assignment(self) -> None:
         """Rebuild the consumer when it has held no partition for too long.
@@ -263,6 +320,9 @@ class Daemon:
             self.offsets[(r.topic, r.partition)] = r.offset + 1
         if self.monitor is not None:
             self.monitor.on_batch(self, out, records)
+        if self._first_scores and out.scores:
+            self._first_scores = False  # how long a (re)start leaves the stream unscored
+            log.info("first scores of this run: %d transactions", len(out.scores))
 
     def publish_transactions(self, records: list[tuple[bytes, bytes]]) -> None:
         """Produce ``(key, value)`` transactions the HTTP API scored, and return once the
@@ -354,7 +414,11 @@ class Daemon:
                 self.monitor.on_checkpoint_failed(self, exc)
             return False
         self.pipeline.offsets = offsets
-        committed = self.source.commit(offsets)
+        try:
+            committed = self.source.commit(offsets, timeout_ms=None if wait else LOOP_COMMIT_TIMEOUT_MS)
+        except KafkaMemberFenced as exc:  # the checkpoint is durable; its offsets are not ours to commit
+            self.fenced, committed = exc, False  # run() stops and raises it: the CLI's error line
+            self.stopping.set()
         self.checkpoints_written += 1
         if self.checkpoints_written == 1:
             freeze_heap(collect=False)  # the first step and save have traced and imported what they need

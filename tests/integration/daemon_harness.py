@@ -172,12 +172,21 @@ def producer(bootstrap: str, **options: Any) -> KafkaProducer:
 def produce_records(
     bootstrap: str,
     records: Iterable[tuple[str, bytes | None, bytes]],
+    timestamps_ms: Iterable[int | None] | None = None,
     **options: Any,
 ) -> list[tuple[str, int, int]]:
-    """Send ``(topic, key, value)`` records, wait for every ack; their ``(topic, partition, offset)``."""
+    """Send ``(topic, key, value)`` records, wait for every ack; their ``(topic, partition, offset)``.
+
+    ``timestamps_ms``: each record's Kafka timestamp (default: now). A backlog stamped with its
+    event times is read in event-time order across partitions and topics (see the source's
+    alignment), rather than days of event time in one poll of one partition.
+    """
     prod = producer(bootstrap, **options)
+    records = list(records)
+    stamps = [None] * len(records) if timestamps_ms is None else list(timestamps_ms)
     try:
-        futures = [prod.send(topic, value=value, key=key) for topic, key, value in records]
+        futures = [prod.send(topic, value=value, key=key, timestamp_ms=stamp)
+                   for (topic, key, value), stamp in zip(records, stamps, strict=True)]
         prod.flush(timeout=120)
         coords = []
         for future in futures:

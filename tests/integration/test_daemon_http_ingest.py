@@ -86,7 +86,8 @@ def test_http_transactions_survive_sigkills(kafka_bootstrap, unique_topic, daemo
             labels.close(timeout=10)
 
     def start(run: int):
-        config = write_config(tmp_path / f"run-{run}.yaml", kafka_bootstrap, topics, f"{group}-{run}", checkpoints)
+        # restarts rejoin one group as the same static member: the partitions come back at once
+        config = write_config(tmp_path / f"run-{run}.yaml", kafka_bootstrap, topics, group, checkpoints)
         daemon = daemons.start(config, f"run-{run}")
         [found] = daemon.wait_for_log(r"monitoring endpoints on (http://127\.0\.0\.1:\d+)", timeout=180)[:1]
         url["base"] = found.group(1)

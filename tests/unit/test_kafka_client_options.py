@@ -49,6 +49,7 @@ CHANGED = {
     "auto_offset_reset": "latest",
     "max_event_bytes": 4 << 20,
     "rejoin_after_s": 30.0,
+    "group_instance_id": "member-2",
 }
 
 
@@ -70,6 +71,15 @@ def test_every_client_key_reaches_the_client(client, key):
 def test_the_daemons_own_keys_do_not_reach_the_client(client, key):
     options = MAPPINGS[client]
     assert options(KafkaSettings(**(BASE | {key: CHANGED[key]}))) == options(KafkaSettings(**BASE))
+
+
+@pytest.mark.parametrize("client", sorted(MAPPINGS))
+def test_the_static_member_id_the_daemon_resolves_reaches_the_consumer(client):
+    options = MAPPINGS[client]
+    static, dynamic = options(KafkaSettings(), "host-0123456789ab"), options(KafkaSettings())
+    assert "host-0123456789ab" in static.consumer.values()
+    assert "host-0123456789ab" not in dynamic.consumer.values()
+    assert static.producer == dynamic.producer
 
 
 @pytest.mark.parametrize("client", sorted(MAPPINGS))
