@@ -81,9 +81,13 @@ def test_every_label_is_learned_exactly_once_across_sigkills(kafka_bootstrap, un
             daemon.wait_for_log(PHASES["scored"], timeout=180)
         else:
             restarts.append(time_phases(daemon, started_at, list(PHASES)))
-        # short enough that five runs leave part of the stream on a fast client (librdkafka
-        # drains it in about 15 s of scoring here), long enough for a checkpoint first
-        time.sleep(rng.uniform(0.5, 2.5))
+        # at a random time, but no later than a checkpoint holding this run's share of the
+        # stream: on a fast client (librdkafka) five runs would otherwise learn all of it
+        share = len(stream.label_ids) * (run + 1) // (KILLS + 1)
+        deadline = time.monotonic() + rng.uniform(0.5, 5.0)
+        while time.monotonic() < deadline and ((i := newest_checkpoint(checkpoints)) is None
+                                               or i.meta["rows_learned"] < share):
+            time.sleep(0.05)
         assert daemon.alive(), daemon.tail()
         daemon.kill()
         info = newest_checkpoint(checkpoints)
