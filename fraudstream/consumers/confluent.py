@@ -56,9 +56,6 @@ Offsets = dict[tuple[str, int], int]
 TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 #: How long ``send`` waits for room in a full producer queue (kafka-python's max_block_ms).
 QUEUE_FULL_WAIT_S = 60.0
-#: The same client error is logged at most this often (librdkafka repeats them while a
-#: broker is down).
-ERROR_LOG_EVERY_S = 30.0
 
 
 class Partition(NamedTuple):
@@ -81,22 +78,21 @@ class Record(NamedTuple):
 
 
 class _ErrorLog:
-    """librdkafka's error callback: each error code logged once per ``ERROR_LOG_EVERY_S``."""
+    """librdkafka's error callback. A fatal error is logged as one; the others (a broker
+    unreachable, a connection refused) librdkafka retries by itself, at DEBUG like
+    kafka-python's own, since the daemon reports an outage once and what it costs shows
+    as a postponed checkpoint or a failed commit."""
 
     def __init__(self, client: str):
         self.client = client
-        self._last: dict[int, float] = {}
 
     def __call__(self, err: KafkaError) -> None:
-        now = time.monotonic()
-        if err.fatal() or now - self._last.get(err.code(), -ERROR_LOG_EVERY_S) >= ERROR_LOG_EVERY_S:
-            self._last[err.code()] = now
-            log.log(logging.ERROR if err.fatal() else logging.WARNING, "%s: %s", self.client, err.str())
+        log.log(logging.ERROR if err.fatal() else logging.DEBUG, "%s: %s", self.client, err.str())
 
 
 class _DebugLog:
-    """librdkafka's own log lines, at DEBUG: what matters of them also reaches the error
-    callback, logged once per ``ERROR_LOG_EVERY_S``, instead of librdkafka's stderr."""
+    """librdkafka's own log lines, at DEBUG instead of on stderr: what matters of them also
+    reaches the error callback."""
 
     def log(self, level: int, message: str, *args) -> None:
         log.debug("librdkafka: " + message, *args)

@@ -7,6 +7,8 @@ a queue never drained) are played here.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
@@ -118,3 +120,13 @@ def test_send_and_wait_reports_a_refused_record(sink):
     with pytest.raises(SinkFailed, match="not acknowledged"):
         sink.send_and_wait("transactions", [(b"a", b"1"), (b"b", b"2")], timeout_s=1)
     sink.send_and_wait("transactions", [(b"a", b"1")], timeout_s=1)
+
+
+def test_client_errors_librdkafka_retries_stay_at_debug_and_fatal_ones_are_errors(caplog):
+    # a broker outage must leave the daemon's one warning, not one per reconnect
+    caplog.set_level(logging.DEBUG, logger=confluent.__name__)
+    report = confluent._ErrorLog("consumer")
+    report(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    report(KafkaError(KafkaError._TRANSPORT))
+    report(KafkaError(KafkaError.FENCED_INSTANCE_ID, fatal=True))
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG, logging.DEBUG, logging.ERROR]
