@@ -474,12 +474,17 @@ def leave_static_group(kafka: KafkaSettings, group_instance_id: str) -> None:
     session timeout (45 s). A failure only costs that wait, so it is logged and the stop goes on.
     """
     admin = None
+    # kafka-python's admin client logs its whole configuration, password included, at DEBUG
+    admin_log = logging.getLogger("kafka.admin.client")
+    level = admin_log.level
+    admin_log.setLevel(max(level, logging.INFO))
     try:
         admin = KafkaAdminClient(
             **client_options(kafka) | {"client_id": f"{kafka.client_id}-leave"},
             request_timeout_ms=10_000,
             bootstrap_timeout_ms=10_000,
         )
+        admin_log.setLevel(level)
         member = MemberToRemove(group_instance_id=group_instance_id, reason="fraudstream stopped")
         answers = admin.remove_group_members(kafka.group_id, [member]).values()
         # not a member (it never joined, or another took the id): nothing to hand over
@@ -487,6 +492,7 @@ def leave_static_group(kafka: KafkaSettings, group_instance_id: str) -> None:
     except KafkaError as exc:
         refused = str(exc) or type(exc).__name__
     finally:
+        admin_log.setLevel(level)
         if admin is not None:
             admin.close()
     if refused:
