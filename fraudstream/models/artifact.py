@@ -29,11 +29,11 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from fraudstream.config.model import ModelParams
+from fraudstream.models.backend import keras
 from fraudstream.models.exceptions import ArtifactExists, ArtifactInvalid
 from fraudstream.models.scorer import Scorer
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import keras
 import numpy as np
 import pandas as pd
 
 from fraudstream.config.model import ModelParams, SplitParams
 from fraudstream.config.settings import MonitoringSettings
 from fraudstream.models import evaluation
+from fraudstream.models.backend import keras
 from fraudstream.models.builder import build_model, fraud_weight
 from fraudstream.models.exceptions import TrainingDataInvalid
 from fraudstream.models.scorer import Scorer
