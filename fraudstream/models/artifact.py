@@ -7,7 +7,8 @@ A directory, so each part stays in an open format a reviewer can inspect::
     features.npz      the state's arrays, when it has any (loaded with allow_pickle=False)
     metadata.json     schema version, model version, library versions, data range,
                       hyperparameters, validation metrics, and the training rows'
-                      feature histograms (``drift_reference``, the daemon's PSI reference)
+                      feature histograms with a labelled sample of 1,000 of those rows
+                      (``drift_reference``, the baselines of the daemon's drift detectors)
     MANIFEST.json     sha256 and size of every file above
 
 Saving writes everything into a temporary sibling directory, fsyncs it, and renames it into
