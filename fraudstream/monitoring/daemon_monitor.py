@@ -191,10 +191,15 @@ class DaemonMonitor:
         return reports
 
     def _judge_the_data_not_the_model(self, pipeline) -> None:
-        """Tell the drift monitor when the feature windows are warm, and the mean score the
+        """Tell the drift monitor when the feature windows are warm (or
+        ``monitoring.drift_warmup_days`` after their first event), and the mean score the
         served model gives the reference sample, re-scored whenever the served version
         changed (a forward pass over about a thousand rows), and its log loss there."""
-        warm_from = pipeline.features.warm_from_us
+        features, days = pipeline.features, self.settings.monitoring.drift_warmup_days
+        if days is None or features.first_event_us is None:
+            warm_from = features.warm_from_us
+        else:
+            warm_from = features.first_event_us + days * 86_400e6
         self.drift.warm_from = None if warm_from is None else warm_from / 1e6
         sample = self.drift.reference_sample
         version = pipeline.served_version

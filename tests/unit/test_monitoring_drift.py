@@ -506,7 +506,7 @@ def test_the_daemon_monitor_re_scores_the_sample_only_when_the_served_version_ch
 
     class Pipeline:  # what the monitor reads of the daemon's pipeline
         served_version = 7
-        features = SimpleNamespace(warm_from_us=3_000_000_000)
+        features = SimpleNamespace(first_event_us=1_000_000_000, warm_from_us=3_000_000_000)
         calls = 0
 
         def score_served(self, rows):
@@ -533,3 +533,9 @@ def test_the_daemon_monitor_re_scores_the_sample_only_when_the_served_version_ch
     pipeline.served_version = 8
     batch(3_100.0)
     assert pipeline.calls == 2 and monitor.drift.expected_score == pytest.approx(0.08)
+
+    configured = DaemonMonitor(load_settings(monitoring={"drift_warmup_days": 0.5}), serve=False)
+    configured.drift = DriftMonitor(reference=ref)
+    configured.collect(SimpleNamespace(scored=np.full(1, 0.05), scored_times=np.zeros(1), scored_X=X[:1], joined=None))
+    configured.flush(pipeline)
+    assert configured.drift.warm_from == 1_000.0 + 43_200.0  # half a day after the first event
