@@ -515,6 +515,7 @@ class DriftMonitor:
         self._psi_rows += int(np.asarray(X).shape[0])
         if self._psi_rows < self.settings.drift_psi_window:
             return []
+        was_drifted = self._drifted_features()
         values = _psi_from_counts(self.reference, self._psi_counts)
         self.last_psi = dict(zip(self.feature_names, values.tolist()))
         for c in self._psi_counts:
@@ -522,15 +523,21 @@ class DriftMonitor:
         self._psi_rows = 0
         if self.metrics is not None:
             self.metrics.set_feature_psi(self.last_psi)
-        drifted = {n: v for n, v in self.last_psi.items()
-                   if v > self.settings.drift_psi_threshold and n not in CLOCK_FEATURES}
-        if not drifted:
+        drifted = self._drifted_features()
+        # A feature raises an alarm when it crosses the threshold, not again in every window
+        # while it stays above (the exported PSI shows that): one drift, one alarm.
+        if not drifted.keys() - was_drifted.keys():
             return []
-        worst = max(drifted, key=drifted.get)
+        worst = max(drifted.keys() - was_drifted.keys(), key=drifted.get)
         return [Detection("psi", "feature_distribution", last_time,
                           {"max_psi": drifted[worst], "feature": worst, "features": drifted,
                            "statistic": drifted[worst], "threshold": self.settings.drift_psi_threshold,
                            "scored_rows": self.scored_rows})]
+
+    def _drifted_features(self) -> dict[str, float]:
+        """Features whose last PSI is above the threshold (clock features never are)."""
+        return {n: v for n, v in self.last_psi.items()
+                if v > self.settings.drift_psi_threshold and n not in CLOCK_FEATURES}
 
     def _report(self, found: list[Detection], count: bool = True) -> DriftReport:
         if count and found:

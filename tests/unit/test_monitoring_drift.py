@@ -539,3 +539,26 @@ def test_the_daemon_monitor_re_scores_the_sample_only_when_the_served_version_ch
     configured.collect(SimpleNamespace(scored=np.full(1, 0.05), scored_times=np.zeros(1), scored_X=X[:1], joined=None))
     configured.flush(pipeline)
     assert configured.drift.warm_from == 1_000.0 + 43_200.0  # half a day after the first event
+
+
+def test_a_feature_raises_one_psi_alarm_per_crossing_not_one_per_window():
+    rng = np.random.default_rng(11)
+    ref = reference_from(rng.normal(size=(20_000, 2)), names=["amount", "count"])
+    settings = MonitoringSettings(drift_psi_window=1_000)
+    monitor = DriftMonitor(settings, reference=ref)
+
+    def window(shift_amount: float, shift_count: float = 0.0) -> list:
+        X = np.c_[rng.normal(shift_amount, 1, 1_000), rng.normal(shift_count, 1, 1_000)]
+        return monitor.update_scored_many(np.full(1_000, 0.05), np.arange(1_000.0), X).detections
+
+    assert window(0.0) == []
+    first = window(1.5)
+    assert [d.values["feature"] for d in first] == ["amount"]
+    assert window(1.5) == [] and window(1.5) == [] and monitor.last_psi["amount"] > 0.25  # still exported
+    restored = DriftMonitor(settings, reference=ref)
+    restored.load_state_dict(json_round_trip(monitor.state_dict()))
+    monitor = restored  # a restart does not raise it again
+    assert window(1.5) == []
+    assert [d.values["feature"] for d in window(1.5, 1.5)] == ["count"]  # another feature crosses
+    assert window(0.0) == []
+    assert [d.values["feature"] for d in window(1.5)] == ["amount"]  # back, then over again
