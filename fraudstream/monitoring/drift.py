@@ -10,6 +10,13 @@ Three signals, each watched by a standard detector (river's, not re-implemented 
   reference histogram made from the training data (:func:`reference_from`, stored in the
   model artifact), evaluated every ``drift_psi_window`` scored rows.
 
+They judge the data, not the model learning nor the feature windows filling: the caller
+sets :attr:`DriftMonitor.warm_from` (rows before it are skipped) and, from the reference's
+labelled sample re-scored by the model in use, :attr:`DriftMonitor.expected_score` and
+:attr:`DriftMonitor.expected_loss`, which Page-Hinkley and ADWIN subtract, so that a model
+that moves moves both sides alike (``DaemonMonitor`` does this in ``run`` and ``replay``).
+Each alarm is one log line with its figures (:func:`alarm_line`).
+
 The monitor returns every detection with the configured action (``none``, ``checkpoint``
 or ``adapt``); carrying it out is the daemon's job, training policy is not decided here.
 
