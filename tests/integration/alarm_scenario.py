@@ -92,5 +92,5 @@ def replay_with_alarms(prepared: Prepared, settings_overrides: dict[str, Any] | 
     result, pipeline = run_replay(settings, prepared.stream, label_delay=LABEL_DELAY,
                                   artifact=prepared.artifact, monitor=monitor)
     detections = [dict(d, day=(d["event_time"] - prepared.start) / DAY) for d in result.detections]
-    warm_from = getattr(monitor.drift, "warm_from", None)
+    warm_from = monitor.drift.warm_from
     return Alarms(result, detections, None if warm_from is None else (warm_from - prepared.start) / DAY)
