@@ -174,7 +174,7 @@ class Pipeline:
 
     @classmethod
     def from_checkpoint(cls, settings: Settings, info: CheckpointInfo) -> Pipeline:
-        import keras
+        from fraudstream.models.backend import keras
 
         from fraudstream.models.online import OnlineLearner
 
@@ -556,7 +556,7 @@ class Pipeline:
         """A twin of the learner's network that ``model.keras`` is written from, so the
         learner trains on while a checkpoint is written."""
         if self._save_model is None:
-            import keras
+            from fraudstream.models.backend import keras
 
             self._save_model = keras.models.clone_model(self.learner.model)
         return self._save_model
