@@ -14,8 +14,10 @@ deterministic; each detection is recorded with the number of labelled rows seen 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +27,10 @@ import numpy as np
 import pandas as pd
 
 from fraudstream.config import Settings
-from fraudstream.consumers.files import merge_events, parse_duration
+from fraudstream.consumers.files import merge_chunks, parse_duration
 from fraudstream.daemon.decode import LABEL, TX, Incoming
 from fraudstream.daemon.pipeline import Pipeline
-from fraudstream.features import read_events
+from fraudstream.features import EventChunks
 from fraudstream.models.evaluation import average_precision, card_precision_per_day, day_index, roc_auc
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,15 @@ class ReplayResult:
     times: np.ndarray
     counters: dict[str, Any] = field(default_factory=dict)
     detections: list[dict[str, Any]] = field(default_factory=list)
+
+    def since(self, start: float | None) -> ReplayResult:
+        """The labelled transactions at or after ``start`` (all when None); the scores,
+        counters and detections are kept whole."""
+        if start is None:
+            return self
+        keep = self.times >= start
+        return dataclasses.replace(self, scored=self.scored[keep], labels=self.labels[keep],
+                                   customers=self.customers[keep], times=self.times[keep])
 
     def labelled_after(self, since: float, detection: dict[str, Any]) -> int:
         """Labelled rows of transactions at or after ``since`` learned up to and including
@@ -115,67 +126,87 @@ def run_replay(
     on_batch: Callable[[int, int, Any], None] | None = None,
     monitor: Any = None,
     pipeline: Pipeline | None = None,
+    start: float | None = None,
+    warm_from: Path | None = None,
 ) -> tuple[ReplayResult, Pipeline]:
     """Replay ``data`` (and ``labels``) through a new pipeline; return what it scored.
 
+    The files are read ``replay.chunk_rows`` rows at a time (see
+    :func:`~fraudstream.consumers.files.merge_chunks`), so memory does not grow with them.
+    ``start`` (Unix seconds): events before it only fill the feature windows, as the
+    history before a backtest's first day; nothing before it is scored or learned.
+    ``warm_from`` fills the windows from a history file first, as ``run --warm-from`` does.
     ``monitor`` (a ``DaemonMonitor`` made with ``serve=False``) adds drift detection and
     the configured drift action, as in the daemon; without it nothing is monitored.
     ``pipeline`` continues an existing pipeline (e.g. restored from a checkpoint, with its
     model and feature windows warm) instead of creating one from ``artifact``.
     """
     fields = settings.features.fields
-    transactions = read_events(data, fields)
-    label_frame = read_events(labels, fields) if labels else None
+    chunk_rows = settings.replay.chunk_rows
+    transactions = EventChunks(data, fields, chunk_rows)
+    label_chunks = EventChunks(labels, fields, chunk_rows) if labels else None
     delay = None if labels else parse_duration(label_delay) if label_delay else None
-    merged = merge_events(transactions, fields, label_frame, delay, settings.features.epoch_unit)
     if pipeline is None:
         pipeline = Pipeline.create(settings, artifact)
+    if warm_from is not None:
+        pipeline.warm_features(warm_from)
     host = ReplayHost(pipeline)
     if monitor is not None:
         monitor.attach(host)
     detections: list[dict[str, Any]] = []
     kinds = {"tx": TX, "label": LABEL}
-    ids, scores, versions = [], [], []
-    joined_scores, joined_labels, joined_customers, joined_times = [], [], [], []
-    invalid: dict[str, int] = {}
-    total = len(merged.events)
+    scored = _Columns()
+    joined = _Columns()
+    invalid: Counter = Counter()
+    warmed = 0
     done = 0
-    for batch_kinds, batch_events in merged.batches(settings.kafka.batch_size):
-        batch = [Incoming(kinds[k], e) for k, e in zip(batch_kinds, batch_events)]
-        out = pipeline.process(batch, received_at=0.0)
-        for _, score in out.scores:
-            ids.append(score["transaction_id"])
-            scores.append(score["score"])
-            versions.append(score["model_version"])
-        for reason, n in out.invalid.items():
-            invalid[reason] = invalid.get(reason, 0) + n
-        if out.joined is not None and len(out.joined.ids):
-            joined_scores.append(out.joined.scores)
-            joined_labels.append(out.joined.labels)
-            joined_customers.extend(tx.customer for tx in out.joined.contexts)
-            joined_times.append(out.joined.times)
-        if monitor is not None:
-            monitor.on_batch(host, out, None)
-            for report in monitor.flush(pipeline):  # detects and carries out the action
-                detections.extend(_detection_record(d, report.action) for d in report.detections)
-        done += len(batch)
-        if on_batch is not None:
-            on_batch(done, total, pipeline)
-    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
+    ttl = settings.training.pending_ttl_days * DAY
+    for chunk in merge_chunks(transactions, fields, label_chunks, delay, settings.features.epoch_unit):
+        history, chunk = chunk.split(-np.inf if start is None else start)
+        for part in history.batches(settings.kafka.batch_size):
+            out = pipeline.process([Incoming(kinds[k], e) for k, e in zip(part.kinds, part.events)], 0.0, score=False)
+            invalid.update(out.invalid)
+            warmed += len(part)
+        if len(history) and pipeline.unscored:  # a label older than the pending TTL would not join either
+            horizon = (float(history.times[-1]) - ttl) * 1e6
+            pipeline.unscored = {k: tx for k, tx in pipeline.unscored.items() if tx.time_us >= horizon}
+        for part in chunk.batches(settings.kafka.batch_size):
+            out = pipeline.process([Incoming(kinds[k], e) for k, e in zip(part.kinds, part.events)], received_at=0.0)
+            if out.scores:
+                rows = [score for _, score in out.scores]
+                scored.extend(transaction_id=[r["transaction_id"] for r in rows], score=[r["score"] for r in rows],
+                              model_version=[r["model_version"] for r in rows])
+            invalid.update(out.invalid)
+            if out.joined is not None and len(out.joined.ids):
+                j = out.joined
+                joined.extend(scored=j.scores, labels=j.labels, customers=[tx.customer for tx in j.contexts], times=j.times)
+            if monitor is not None:
+                monitor.on_batch(host, out, None)
+                for report in monitor.flush(pipeline):  # detects and carries out the action
+                    detections.extend(_detection_record(d, report.action) for d in report.detections)
+            done += len(part)
+            if on_batch is not None:
+                on_batch(done + warmed, None, pipeline)
+    trainer = pipeline.trainer
+    scores = scored.frame({"transaction_id": str, "score": np.float64, "model_version": np.int64})
     result = ReplayResult(
-        scores=pd.DataFrame({"transaction_id": ids, "score": scores, "model_version": versions}),
-        scored=cat(joined_scores, np.float64),
-        labels=cat(joined_labels, np.int8),
-        customers=np.asarray(joined_customers, dtype=object),
-        times=cat(joined_times, np.float64),
+        scores=_ids_as_stored(scores, fields.transaction_id, transactions.stored_dtypes.get(fields.transaction_id)),
+        scored=joined.array("scored", np.float64),
+        labels=joined.array("labels", np.int8),
+        customers=joined.array("customers", str),
+        times=joined.array("times", np.float64),
         counters={
-            "events": total,
-            "transactions_scored": len(ids),
-            "labels_joined": len(joined_customers),
-            "invalid": invalid,
-            "train_steps": pipeline.trainer.steps,
-            "rows_learned": pipeline.trainer.rows_learned,
-            "rejected_steps": pipeline.trainer.rejected_steps,
+            "events": done + warmed,
+            **({"events_before_from": warmed} if start is not None else {}),
+            "transactions_scored": len(scores),
+            "labels_joined": len(joined),
+            "invalid": dict(invalid),
+            "train_steps": trainer.steps,
+            "rows_learned": trainer.rows_learned,
+            # the end of the stream leaves a mini-batch part-filled: reported, not learned, so
+            # that a replay continued from this pipeline learns exactly what one replay would
+            "rows_not_learned_partial_minibatch": trainer.buffered,
+            "rejected_steps": trainer.rejected_steps,
             "pending_at_end": len(pipeline.pending),
             "late_events": pipeline.features.late_events,
             **({"drift_action": settings.monitoring.drift_action, "drift_detections": len(detections),
@@ -184,6 +215,39 @@ def run_replay(
         detections=detections,
     )
     return result, pipeline
+
+
+class _Columns:
+    """Values gathered batch by batch as numpy arrays (not a Python object per value), so a
+    replay's results stay small beside its stream."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {}
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def extend(self, **values: Any) -> None:
+        for name, value in values.items():
+            self.parts.setdefault(name, []).append(np.asarray(value))
+        self.n += len(value)
+
+    def array(self, name: str, dtype: Any) -> np.ndarray:
+        parts = self.parts.get(name)
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    def frame(self, dtypes: dict[str, Any]) -> pd.DataFrame:
+        return pd.DataFrame({name: self.array(name, dtype) for name, dtype in dtypes.items()})
+
+
+def _ids_as_stored(scores: pd.DataFrame, column: str, stored: Any) -> pd.DataFrame:
+    """Transaction ids under the input's own column name, and as integers when it stored them so."""
+    ids = scores.pop("transaction_id")
+    if stored is not None and pd.api.types.is_integer_dtype(stored):
+        ids = ids.astype(np.int64)
+    scores.insert(0, column, ids)
+    return scores
 
 
 def _detection_record(detection: Any, action: str) -> dict[str, Any]:
@@ -198,7 +262,7 @@ def _detection_record(detection: Any, action: str) -> dict[str, Any]:
         "detector": detection.detector,
         "signal": detection.signal,
         "event_time": when,
-        "event_time_utc": str(np.datetime64(int(when * 1000), "ms")) + "Z" if when is not None else None,
+        "event_time_utc": _utc(when) if when is not None else None,
         "labelled_rows": labelled,
         "scored_rows": scored,
         "action": action,
@@ -206,11 +270,15 @@ def _detection_record(detection: Any, action: str) -> dict[str, Any]:
     }
 
 
-def write_report(result: ReplayResult, out: Path, title: str = "fraudstream replay") -> dict[str, Any]:
-    """``scores.csv``, ``report.json``, ``report.md`` and ``rolling_ap.png`` in ``out``."""
+def write_report(result: ReplayResult, out: Path, title: str = "fraudstream replay",
+                 since: float | None = None) -> dict[str, Any]:
+    """``scores.csv`` (every transaction scored), and ``report.json``, ``report.md`` and
+    ``rolling_ap.png`` in ``out`` over the labelled transactions at or after ``since``."""
     out.mkdir(parents=True, exist_ok=True)
     result.scores.to_csv(out / "scores.csv", index=False)
+    result = result.since(since)
     report = {
+        "report_from": None if since is None else _utc(since),
         "overall": result.metrics(),
         "last_28_days": result.last_days(28),
         "counters": result.counters,
@@ -218,7 +286,7 @@ def write_report(result: ReplayResult, out: Path, title: str = "fraudstream repl
         "drift_detections": result.detections,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    lines = [f"# {title}", "", "| window | transactions | frauds | ROC AUC | AP | card precision@100 |", "|---|---|---|---|---|---|"]
+    lines = [f"# {title}", "", *([f"Transactions from {report['report_from']}.", ""] if since is not None else []), "| window | transactions | frauds | ROC AUC | AP | card precision@100 |", "|---|---|---|---|---|---|"]
     for name in ("overall", "last_28_days"):
         m = report[name]
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
@@ -230,6 +298,10 @@ def write_report(result: ReplayResult, out: Path, title: str = "fraudstream repl
     (out / "report.md").write_text("\n".join(lines))
     _plot_rolling_ap(result, out / "rolling_ap.png")
     return report
+
+
+def _utc(epoch_seconds: float) -> str:
+    return str(np.datetime64(int(epoch_seconds * 1000), "ms")) + "Z"
 
 
 def _detections_markdown(detections: list[dict[str, Any]], limit: int = 50) -> list[str]:
