@@ -387,7 +387,7 @@ def replay(
         try:
             monitor = DaemonMonitor(settings, serve=False)  # the daemon's drift detection and action
             result, _ = run_replay(settings, data, labels, label_delay, artifact, on_batch, monitor,
-                                   start=start_s, warm_from=warm_from)
+                                   start=start_s, warm_from=warm_from, scores_to=out / "scores.csv")
         except FraudstreamError as exc:
             fail(str(exc))
     report = write_report(result, out, since=report_s)
@@ -407,14 +407,13 @@ def _epoch_option(name: str, text: str | None) -> float | None:
     """A date or RFC 3339 time option as Unix seconds (UTC when it names no zone)."""
     if text is None:
         return None
-    import pandas as pd
+    from datetime import datetime, timezone
 
     try:
-        ts = pd.Timestamp(text)
+        when = datetime.fromisoformat(text)
     except ValueError:
         fail(f"{name}: not a date or time: {text!r} (use YYYY-MM-DD or RFC 3339)")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts
-    return ts.timestamp()
+    return (when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when).timestamp()
 
 
 @app.command()

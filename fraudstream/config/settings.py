@@ -199,7 +199,7 @@ class ReplaySettings(Section):
     """``fraudstream replay``: files are read this many rows at a time, so its memory is
     bounded by this and not by the files' size."""
 
-    chunk_rows: int = Field(100_000, ge=1_000, le=10_000_000, description="rows read from a file at a time")
+    chunk_rows: int = Field(20_000, ge=1_000, le=10_000_000, description="rows read from a file at a time")
 
 
 class Settings(BaseSettings):

@@ -43,7 +43,7 @@ class ReplayResult:
     """Per labelled transaction, in the order labels were learned: its score at transaction
     time, label, customer and time; and the drift detections, in the order they fired."""
 
-    scores: pd.DataFrame  # transaction_id, score, model_version (every valid transaction)
+    scores: pd.DataFrame | None  # id, score, model_version of every valid transaction (None: written to a file)
     scored: np.ndarray
     labels: np.ndarray
     customers: np.ndarray
@@ -128,6 +128,7 @@ def run_replay(
     pipeline: Pipeline | None = None,
     start: float | None = None,
     warm_from: Path | None = None,
+    scores_to: Path | None = None,
 ) -> tuple[ReplayResult, Pipeline]:
     """Replay ``data`` (and ``labels``) through a new pipeline; return what it scored.
 
@@ -140,6 +141,8 @@ def run_replay(
     the configured drift action, as in the daemon; without it nothing is monitored.
     ``pipeline`` continues an existing pipeline (e.g. restored from a checkpoint, with its
     model and feature windows warm) instead of creating one from ``artifact``.
+    ``scores_to``: write every score to this CSV file as the replay goes, instead of
+    keeping them in ``ReplayResult.scores``.
     """
     fields = settings.features.fields
     chunk_rows = settings.replay.chunk_rows
@@ -155,7 +158,7 @@ def run_replay(
         monitor.attach(host)
     detections: list[dict[str, Any]] = []
     kinds = {"tx": TX, "label": LABEL}
-    scored = _Columns()
+    scored = _Scores(fields.transaction_id, transactions, scores_to)
     joined = _Columns()
     invalid: Counter = Counter()
     warmed = 0
@@ -172,10 +175,7 @@ def run_replay(
             pipeline.unscored = {k: tx for k, tx in pipeline.unscored.items() if tx.time_us >= horizon}
         for part in chunk.batches(settings.kafka.batch_size):
             out = pipeline.process([Incoming(kinds[k], e) for k, e in zip(part.kinds, part.events)], received_at=0.0)
-            if out.scores:
-                rows = [score for _, score in out.scores]
-                scored.extend(transaction_id=[r["transaction_id"] for r in rows], score=[r["score"] for r in rows],
-                              model_version=[r["model_version"] for r in rows])
+            scored.add(out.scores)
             invalid.update(out.invalid)
             if out.joined is not None and len(out.joined.ids):
                 j = out.joined
@@ -188,9 +188,8 @@ def run_replay(
             if on_batch is not None:
                 on_batch(done + warmed, None, pipeline)
     trainer = pipeline.trainer
-    scores = scored.frame({"transaction_id": str, "score": np.float64, "model_version": np.int64})
     result = ReplayResult(
-        scores=_ids_as_stored(scores, fields.transaction_id, transactions.stored_dtypes.get(fields.transaction_id)),
+        scores=scored.close(),
         scored=joined.array("scored", np.float64),
         labels=joined.array("labels", np.int8),
         customers=joined.array("customers", str),
@@ -198,7 +197,7 @@ def run_replay(
         counters={
             "events": done + warmed,
             **({"events_before_from": warmed} if start is not None else {}),
-            "transactions_scored": len(scores),
+            "transactions_scored": scored.n,
             "labels_joined": len(joined),
             "invalid": dict(invalid),
             "train_steps": trainer.steps,
@@ -235,19 +234,52 @@ class _Columns:
 
     def array(self, name: str, dtype: Any) -> np.ndarray:
         parts = self.parts.get(name)
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
-
-    def frame(self, dtypes: dict[str, Any]) -> pd.DataFrame:
-        return pd.DataFrame({name: self.array(name, dtype) for name, dtype in dtypes.items()})
+        return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
 
 
-def _ids_as_stored(scores: pd.DataFrame, column: str, stored: Any) -> pd.DataFrame:
-    """Transaction ids under the input's own column name, and as integers when it stored them so."""
-    ids = scores.pop("transaction_id")
-    if stored is not None and pd.api.types.is_integer_dtype(stored):
-        ids = ids.astype(np.int64)
-    scores.insert(0, column, ids)
-    return scores
+class _Scores:
+    """Every transaction's score, in memory or appended to a CSV file a block at a time; the
+    id under the input's own column name, and as an integer when the input stored it so."""
+
+    BLOCK = 65_536
+
+    def __init__(self, column: str, source: EventChunks, path: Path | None = None):
+        self.column, self.source, self.path = column, source, path
+        self.rows: list[dict[str, Any]] = []
+        self.frames: list[pd.DataFrame] = []
+        self.n = 0
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.unlink(missing_ok=True)
+
+    def add(self, scores: list[tuple[Any, dict[str, Any]]]) -> None:
+        self.rows.extend(score for _, score in scores)
+        self.n += len(scores)
+        if len(self.rows) >= self.BLOCK:
+            self._seal()
+
+    def _seal(self) -> None:
+        rows, self.rows = self.rows, []
+        if not rows:
+            return
+        ids = pd.Series([r["transaction_id"] for r in rows], dtype=object)
+        stored = self.source.stored_dtypes.get(self.column)
+        if stored is not None and pd.api.types.is_integer_dtype(stored):
+            ids = ids.astype(np.int64)
+        frame = pd.DataFrame({self.column: ids, "score": [r["score"] for r in rows],
+                              "model_version": np.array([r["model_version"] for r in rows], np.int64)})
+        if self.path is None:
+            self.frames.append(frame)
+        else:
+            frame.to_csv(self.path, mode="a", header=not self.path.exists(), index=False)
+
+    def close(self) -> pd.DataFrame | None:
+        self._seal()
+        if self.path is not None:
+            return None
+        if not self.frames:
+            return pd.DataFrame({self.column: [], "score": [], "model_version": []})
+        return pd.concat(self.frames, ignore_index=True)
 
 
 def _detection_record(detection: Any, action: str) -> dict[str, Any]:
@@ -272,10 +304,11 @@ def _detection_record(detection: Any, action: str) -> dict[str, Any]:
 
 def write_report(result: ReplayResult, out: Path, title: str = "fraudstream replay",
                  since: float | None = None) -> dict[str, Any]:
-    """``scores.csv`` (every transaction scored), and ``report.json``, ``report.md`` and
+    """``scores.csv`` (every transaction scored, unless the replay wrote it), and ``report.json``, ``report.md`` and
     ``rolling_ap.png`` in ``out`` over the labelled transactions at or after ``since``."""
     out.mkdir(parents=True, exist_ok=True)
-    result.scores.to_csv(out / "scores.csv", index=False)
+    if result.scores is not None:
+        result.scores.to_csv(out / "scores.csv", index=False)
     result = result.since(since)
     report = {
         "report_from": None if since is None else _utc(since),

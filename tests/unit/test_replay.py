@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from fraudstream.cli import app
 from fraudstream.config import load_settings
 from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.daemon.pipeline import Pipeline
@@ -101,3 +103,24 @@ def test_report_from_covers_only_its_window_and_scores_keep_the_inputs_id_column
     left = result.counters["rows_not_learned_partial_minibatch"]
     assert 0 <= left < settings.training.minibatch_size
     assert pipeline.trainer.rows_learned + left == result.counters["labels_joined"]
+
+
+def test_replay_command_from_a_date_writes_scores_as_it_goes_and_reports_its_window(stream, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"replay:\n  chunk_rows: {CHUNK_ROWS}\n")
+    out = tmp_path / "out"
+    args = ["replay", "--data", str(stream), "--out", str(out), "--config", str(config), "--label-delay", "7d",
+            "--from", "2026-04-13", "--report-from", "2026-04-20T00:00:00Z"]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    frame = pd.read_json(stream, lines=True, dtype=False)
+    stamps = pd.to_datetime(frame["timestamp"], utc=True)
+    scores = pd.read_csv(out / "scores.csv")
+    assert set(scores["transaction_id"]) == set(frame.loc[stamps >= pd.Timestamp("2026-04-13", tz="UTC"), "transaction_id"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["report_from"] == "2026-04-20T00:00:00.000Z"
+    assert report["overall"]["transactions"] == int((stamps >= pd.Timestamp("2026-04-20", tz="UTC")).sum())
+    assert "rows not learned at the end (a part-filled mini-batch)" in run.output
+
+    bad = CliRunner().invoke(app, args[:-4] + ["--from", "April"])
+    assert bad.exit_code == 2 and "--from" in bad.output
