@@ -45,14 +45,26 @@ def _epoch_seconds(column: pd.Series, epoch_unit: str) -> np.ndarray:
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    frame = frame.copy()
+    """One dict per row, as a JSON event would decode: times as RFC 3339 text, a missing
+    cell absent. Built column by column (``DataFrame.to_dict`` boxes every cell)."""
+    columns, missing = [], []
     for col in frame.columns:
-        if pd.api.types.is_datetime64_any_dtype(frame[col]):
-            frame[col] = pd.to_datetime(frame[col], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    records = frame.to_dict("records")
-    for record in records:  # a missing CSV cell is absent, as in a JSON event
-        for key in [k for k, v in record.items() if isinstance(v, float) and v != v]:
-            del record[key]
+        values = frame[col]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            stamps = values.dt.tz_convert("UTC") if values.dt.tz is not None else values
+            text = np.datetime_as_string(stamps.to_numpy("datetime64[us]"), unit="us")
+            values = pd.Series(np.char.add(text.astype(str), "Z"), index=values.index).where(values.notna())
+        array = values.to_numpy(object) if values.dtype.kind not in "biuf" else values.to_numpy()
+        columns.append(array.tolist())
+        if values.dtype.kind not in "biu" and values.isna().any():
+            missing.append(col)
+    names = list(frame.columns)
+    records = [dict(zip(names, row)) for row in zip(*columns)]
+    for col in missing:  # a missing CSV cell is absent, as in a JSON event
+        for record in records:
+            v = record[col]
+            if v is None or (isinstance(v, float) and v != v) or v is pd.NA or v is pd.NaT:
+                del record[col]
     return records
 
 

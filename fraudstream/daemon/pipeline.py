@@ -134,6 +134,7 @@ class Pipeline:
         self._max_bytes = settings.kafka.max_event_bytes
         self._thresholds = settings.thresholds
         self.background = None  # a BackgroundLearning once learn_in_background() is called
+        self._score_after_learning = False
         self._save_model = None  # see _model_for_saving
         # the served model, when it is not the learner itself (see fraudstream.daemon.lifecycle)
         self.lifecycle = (
@@ -377,6 +378,8 @@ class Pipeline:
             self.unscored.update((tx.transaction_id, tx) for tx in txs if tx.transaction_id not in labelled)
         elif txs:
             X = self.features.normalize(X_raw)
+            if self._score_after_learning:
+                self.background.drain()
             version = self.served_version  # read first: a step on the learning thread may follow
             scores = self.learner.score_many(X)  # one forward pass for the whole batch
             shadow = None
@@ -434,12 +437,18 @@ class Pipeline:
                 events.append(event)
         return steps, events
 
-    def learn_in_background(self) -> None:
-        """Train on a worker thread from now on (the Kafka daemon; see :mod:`fraudstream.daemon.learning`)."""
+    def learn_in_background(self, exact: bool = False) -> None:
+        """Train on a worker thread from now on (the Kafka daemon; see :mod:`fraudstream.daemon.learning`).
+
+        ``exact`` (the file replay): a batch is scored only once the steps of every batch
+        before it are done, so the scores are those of inline learning; a step still runs
+        beside the decoding and features of the next batch.
+        """
         from fraudstream.daemon.learning import BackgroundLearning
 
         if self.background is None:
             self.background = BackgroundLearning()
+        self._score_after_learning = exact
 
     def finished_learning(self) -> list[StepResult]:
         """Steps the learning thread finished since the last batch (for an idle loop)."""
@@ -480,6 +489,7 @@ class Pipeline:
         if self.background is not None:
             self.background.close()
             self.background = None
+            self._score_after_learning = False
 
     # -- checkpoints ----------------------------------------------------------------------
 

@@ -153,6 +153,20 @@ def run_replay(
         pipeline = Pipeline.create(settings, artifact)
     if warm_from is not None:
         pipeline.warm_features(warm_from)
+    own_thread = settings.training.enabled and pipeline.background is None
+    if own_thread:
+        pipeline.learn_in_background(exact=True)  # the scores of inline learning, the steps beside the features
+    try:
+        return _replay(settings, pipeline, transactions, label_chunks, delay, start, on_batch, monitor, scores_to)
+    finally:
+        if own_thread:
+            pipeline.close()
+
+
+def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, label_chunks: EventChunks | None,
+            delay: float | None, start: float | None, on_batch: Callable[[int, int, Any], None] | None,
+            monitor: Any, scores_to: Path | None) -> tuple[ReplayResult, Pipeline]:
+    fields = settings.features.fields
     host = ReplayHost(pipeline)
     if monitor is not None:
         monitor.attach(host)
@@ -187,6 +201,7 @@ def run_replay(
             done += len(part)
             if on_batch is not None:
                 on_batch(done + warmed, None, pipeline)
+    pipeline.drain()
     trainer = pipeline.trainer
     result = ReplayResult(
         scores=scored.close(),

@@ -124,3 +124,14 @@ def test_replay_command_from_a_date_writes_scores_as_it_goes_and_reports_its_win
 
     bad = CliRunner().invoke(app, args[:-4] + ["--from", "April"])
     assert bad.exit_code == 2 and "--from" in bad.output
+
+
+def test_learning_beside_the_features_scores_as_inline_learning_does(stream, monkeypatch):
+    settings = settings_for()
+    beside, pipeline = run_replay(settings, stream, label_delay="7d")
+    assert pipeline.background is None  # its learning thread is stopped at the end
+    monkeypatch.setattr(Pipeline, "learn_in_background", lambda self, exact=False: None)
+    inline, _ = run_replay(settings, stream, label_delay="7d")
+    assert beside.counters["train_steps"] == inline.counters["train_steps"] > 50
+    pd.testing.assert_frame_equal(beside.scores, inline.scores)  # scores and the version that made each
+    np.testing.assert_array_equal(beside.scored, inline.scored)
