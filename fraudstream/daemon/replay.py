@@ -17,8 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from fraudstream.models.evaluation import average_precision, card_precision_per_
 log = logging.getLogger(__name__)
 
 DAY = 86_400.0
+LEARNING_SWITCH_INTERVAL_S = 0.0002  # see run_replay
 
 
 @dataclass
@@ -46,7 +48,7 @@ class ReplayResult:
     scores: pd.DataFrame | None  # id, score, model_version of every valid transaction (None: written to a file)
     scored: np.ndarray
     labels: np.ndarray
-    customers: np.ndarray
+    customers: np.ndarray  # int32 codes numbered in the order of the customer ids (see _Codes)
     times: np.ndarray
     counters: dict[str, Any] = field(default_factory=dict)
     detections: list[dict[str, Any]] = field(default_factory=list)
@@ -68,11 +70,11 @@ class ReplayResult:
 
     def metrics(self, since: float | None = None, k: int = 100) -> dict[str, float | None]:
         """ROC AUC, AP and card precision@k over labelled transactions at or after ``since``."""
-        keep = np.ones(len(self.labels), bool) if since is None else self.times >= since
-        y, s = self.labels[keep], self.scored[keep]
+        window = self.since(since)  # copies only when a window is asked for
+        y, s = window.labels, window.scored
         if len(y) == 0 or y.min() == y.max():
             return {"transactions": int(len(y)), "average_precision": None, "roc_auc": None, f"card_precision_at_{k}": None}
-        cp = card_precision_per_day(y, s, self.customers[keep], day_index(self.times[keep]), k)
+        cp = card_precision_per_day(y, s, window.customers, day_index(window.times), k)
         return {
             "transactions": int(len(y)),
             "frauds": int(y.sum()),
@@ -154,12 +156,17 @@ def run_replay(
     if warm_from is not None:
         pipeline.warm_features(warm_from)
     own_thread = settings.training.enabled and pipeline.background is None
+    switch_interval = sys.getswitchinterval()
     if own_thread:
         pipeline.learn_in_background(exact=True)  # the scores of inline learning, the steps beside the features
+        # A step gives the GIL up around each TensorFlow call and must take it back from the
+        # feature loop; at the default 5 ms a step waits that long for it several times over.
+        sys.setswitchinterval(LEARNING_SWITCH_INTERVAL_S)
     try:
         return _replay(settings, pipeline, transactions, label_chunks, delay, start, on_batch, monitor, scores_to)
     finally:
         if own_thread:
+            sys.setswitchinterval(switch_interval)
             pipeline.close()
 
 
@@ -174,6 +181,7 @@ def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, l
     kinds = {"tx": TX, "label": LABEL}
     scored = _Scores(fields.transaction_id, transactions, scores_to)
     joined = _Columns()
+    customer_codes = _Codes()
     invalid: Counter = Counter()
     warmed = 0
     done = 0
@@ -193,7 +201,8 @@ def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, l
             invalid.update(out.invalid)
             if out.joined is not None and len(out.joined.ids):
                 j = out.joined
-                joined.extend(scored=j.scores, labels=j.labels, customers=[tx.customer for tx in j.contexts], times=j.times)
+                joined.extend(scored=j.scores, labels=j.labels, customers=customer_codes.many(tx.customer for tx in j.contexts),
+                              times=j.times)
             if monitor is not None:
                 monitor.on_batch(host, out, None)
                 for report in monitor.flush(pipeline):  # detects and carries out the action
@@ -207,7 +216,7 @@ def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, l
         scores=scored.close(),
         scored=joined.array("scored", np.float64),
         labels=joined.array("labels", np.int8),
-        customers=joined.array("customers", str),
+        customers=customer_codes.in_id_order(joined.array("customers", np.int32)),
         times=joined.array("times", np.float64),
         counters={
             "events": done + warmed,
@@ -248,8 +257,27 @@ class _Columns:
         self.n += len(value)
 
     def array(self, name: str, dtype: Any) -> np.ndarray:
-        parts = self.parts.get(name)
+        """The values gathered under ``name``, which are then forgotten (one copy, not two)."""
+        parts = self.parts.pop(name, None)
         return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+
+class _Codes:
+    """Customer ids as small integers (4 bytes a row, not a string), numbered at the end in
+    the order of the ids, so sorting codes sorts ids: card precision breaks ties alike."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    def many(self, ids: Iterable[str]) -> np.ndarray:
+        codes = self.codes
+        return np.fromiter((codes.setdefault(i, len(codes)) for i in ids), np.int32)
+
+    def in_id_order(self, codes: np.ndarray) -> np.ndarray:
+        ids = np.array(list(self.codes), dtype=object)
+        rank = np.empty(len(ids), np.int32)
+        rank[np.argsort(ids, kind="stable")] = np.arange(len(ids), dtype=np.int32)
+        return rank[codes] if len(codes) else codes
 
 
 class _Scores:

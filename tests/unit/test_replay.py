@@ -14,8 +14,9 @@ from fraudstream.cli import app
 from fraudstream.config import load_settings
 from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.daemon.pipeline import Pipeline
-from fraudstream.daemon.replay import run_replay, write_report
+from fraudstream.daemon.replay import _Codes, run_replay, write_report
 from fraudstream.features import Transaction
+from fraudstream.models.evaluation import card_precision_per_day
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import write_transactions
 
@@ -135,3 +136,18 @@ def test_learning_beside_the_features_scores_as_inline_learning_does(stream, mon
     assert beside.counters["train_steps"] == inline.counters["train_steps"] > 50
     pd.testing.assert_frame_equal(beside.scores, inline.scores)  # scores and the version that made each
     np.testing.assert_array_equal(beside.scored, inline.scored)
+
+
+def test_customer_codes_rank_card_precision_as_the_ids_do():
+    rng = np.random.default_rng(0)
+    ids = np.array([f"C{n:05d}" for n in rng.permutation(400)])[rng.integers(0, 400, 5_000)]
+    scores = rng.integers(0, 4, 5_000) / 4.0  # many ties, broken by customer id
+    labels = (rng.random(5_000) < 0.2).astype(np.int8)
+    days = rng.integers(0, 5, 5_000)
+    codes = _Codes()
+    coded = codes.in_id_order(np.concatenate([codes.many(ids[:2_000]), codes.many(ids[2_000:])]))
+    by_id = card_precision_per_day(labels, scores, ids, days, k=20)
+    by_code = card_precision_per_day(labels, scores, coded, days, k=20)
+    assert np.array_equal(by_code.per_day, by_id.per_day) and len(np.unique(coded)) == len(np.unique(ids))
+    shuffled = card_precision_per_day(labels, scores, rng.permutation(400)[coded], days, k=20)
+    assert not np.array_equal(shuffled.per_day, by_id.per_day)  # so another numbering would be seen
