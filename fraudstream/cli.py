@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -386,10 +387,12 @@ def replay(
 
         try:
             monitor = DaemonMonitor(settings, serve=False)  # the daemon's drift detection and action
-            result, _ = run_replay(settings, data, labels, label_delay, artifact, on_batch, monitor,
-                                   start=start_s, warm_from=warm_from, scores_to=out / "scores.csv")
+            result = run_replay(settings, data, labels, label_delay, artifact, on_batch, monitor,
+                                start=start_s, warm_from=warm_from, scores_to=out / "scores.csv")[0]
         except FraudstreamError as exc:
             fail(str(exc))
+        del monitor  # and with it the pipeline (collected now): the report needs its memory more
+        gc.collect()
     report = write_report(result, out, since=report_s)
     for name in ("overall", "last_28_days"):
         m = report[name]

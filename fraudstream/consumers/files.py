@@ -140,7 +140,9 @@ def merge_chunks(
     label_horizon = -np.inf  # label events read up to this time
     undated: list[pd.DataFrame] = []
     last_time = -np.inf
+    rows = 0  # the largest transactions frame
     for frame in transactions:
+        rows = max(rows, len(frame))
         if fields.timestamp not in frame.columns:
             raise SourceInvalid(f"transactions have no {fields.timestamp!r} column")
         frame = frame.reset_index(drop=True)
@@ -179,8 +181,9 @@ def merge_chunks(
             waiting.add(more[~np.isnan(times)], times[~np.isnan(times)])
             undated.append(more[np.isnan(times)])
     due, due_times = waiting.take_until(np.inf)
-    if due is not None:
-        yield _merge(None, np.zeros(0), due, due_times)
+    step = max(rows, 1)  # no larger than a transactions frame: a label delay's worth would be
+    for at in range(0, 0 if due is None else len(due), step):
+        yield _merge(None, np.zeros(0), due.iloc[at:at + step], due_times[at:at + step])
     rest = [f for f in undated if len(f)]
     if rest:
         frame = pd.concat(rest, ignore_index=True)
