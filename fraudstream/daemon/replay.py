@@ -253,7 +253,10 @@ class _Columns:
 
     def extend(self, **values: Any) -> None:
         for name, value in values.items():
-            self.parts.setdefault(name, []).append(np.asarray(value))
+            parts = self.parts.setdefault(name, [])
+            parts.append(np.asarray(value))
+            if len(parts) >= 1024:  # a few large arrays, not thousands of small ones left in the heap
+                self.parts[name] = [np.concatenate(parts)]
         self.n += len(value)
 
     def array(self, name: str, dtype: Any) -> np.ndarray:
