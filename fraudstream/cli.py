@@ -381,7 +381,7 @@ def replay(
     ) as progress:
         task = progress.add_task("replay", total=None, info="")
 
-        def on_batch(done: int, total: int, pipeline) -> None:
+        def on_batch(done: int, total: int | None, pipeline) -> None:
             progress.update(task, completed=done, total=total,
                             info=f"steps {pipeline.trainer.steps}, learned {pipeline.trainer.rows_learned}")
 

@@ -125,7 +125,7 @@ def run_replay(
     labels: Path | None = None,
     label_delay: str | None = "7d",
     artifact: Path | None = None,
-    on_batch: Callable[[int, int, Any], None] | None = None,
+    on_batch: Callable[[int, int | None, Any], None] | None = None,
     monitor: Any = None,
     pipeline: Pipeline | None = None,
     start: float | None = None,
@@ -171,7 +171,7 @@ def run_replay(
 
 
 def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, label_chunks: EventChunks | None,
-            delay: float | None, start: float | None, on_batch: Callable[[int, int, Any], None] | None,
+            delay: float | None, start: float | None, on_batch: Callable[[int, int | None, Any], None] | None,
             monitor: Any, scores_to: Path | None) -> tuple[ReplayResult, Pipeline]:
     fields = settings.features.fields
     host = ReplayHost(pipeline)
@@ -195,6 +195,8 @@ def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, l
         if len(history) and pipeline.unscored:  # a label older than the pending TTL would not join either
             horizon = (float(history.times[-1]) - ttl) * 1e6
             pipeline.unscored = {k: tx for k, tx in pipeline.unscored.items() if tx.time_us >= horizon}
+        if len(history) and on_batch is not None:
+            on_batch(done + warmed, None, pipeline)
         for part in chunk.batches(settings.kafka.batch_size):
             out = pipeline.process([Incoming(kinds[k], e) for k, e in zip(part.kinds, part.events)], received_at=0.0)
             scored.add(out.scores)
