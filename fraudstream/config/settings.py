@@ -206,6 +206,13 @@ class MonitoringSettings(Section):
     )
 
 
+class ReplaySettings(Section):
+    """``fraudstream replay``: files are read this many rows at a time, so its memory is
+    bounded by this and not by the files' size."""
+
+    chunk_rows: int = Field(20_000, ge=1_000, le=10_000_000, description="rows read from a file at a time")
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -226,6 +233,7 @@ class Settings(BaseSettings):
     lifecycle: LifecycleSettings = LifecycleSettings()
     checkpoints: CheckpointSettings = CheckpointSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    replay: ReplaySettings = ReplaySettings()
     simulator: SimulatorSettings = SimulatorSettings()
 
     @classmethod
