@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -351,11 +352,20 @@ def replay(
     drift_action: Annotated[
         Optional[str], typer.Option(help="none | checkpoint | adapt: what a drift detection does (default: monitoring.drift_action)")
     ] = None,
+    start: Annotated[Optional[str], typer.Option(
+        "--from", help="first day scored and learned (YYYY-MM-DD or RFC 3339, UTC); events before it only fill the "
+                       "feature windows")] = None,
+    report_from: Annotated[Optional[str], typer.Option(
+        "--report-from", help="the report and its plot cover transactions from this time on (default: all scored)")] = None,
+    warm_from: Annotated[Optional[Path], typer.Option(
+        "--warm-from", exists=True, dir_okay=False,
+        help="history the data continues (transactions with labels): fills the feature windows first, as run does")] = None,
     log_level: LogLevel = "warning",
 ) -> None:
     """Run the daemon's loop over files, as fast as possible, for backtests (prequential report, drift detections)."""
     setup_logging(log_level)
     settings = settings_from(config)
+    start_s, report_s = _epoch_option("--from", start), _epoch_option("--report-from", report_from)
     if drift_action is not None:
         if drift_action not in ("none", "checkpoint", "adapt"):
             fail(f"--drift-action: expected none, checkpoint or adapt, got {drift_action!r}")
@@ -371,16 +381,19 @@ def replay(
     ) as progress:
         task = progress.add_task("replay", total=None, info="")
 
-        def on_batch(done: int, total: int, pipeline) -> None:
+        def on_batch(done: int, total: int | None, pipeline) -> None:
             progress.update(task, completed=done, total=total,
                             info=f"steps {pipeline.trainer.steps}, learned {pipeline.trainer.rows_learned}")
 
         try:
             monitor = DaemonMonitor(settings, serve=False)  # the daemon's drift detection and action
-            result, _ = run_replay(settings, data, labels, label_delay, artifact, on_batch, monitor)
+            result = run_replay(settings, data, labels, label_delay, artifact, on_batch, monitor,
+                                start=start_s, warm_from=warm_from, scores_to=out / "scores.csv")[0]
         except FraudstreamError as exc:
             fail(str(exc))
-    report = write_report(result, out)
+        del monitor  # and with it the pipeline (collected now): the report needs its memory more
+        gc.collect()
+    report = write_report(result, out, since=report_s)
     for name in ("overall", "last_28_days"):
         m = report[name]
         typer.echo(f"{name}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in m.items()))
@@ -389,7 +402,21 @@ def replay(
         found[d["detector"]] = found.get(d["detector"], 0) + 1
     typer.echo(f"drift detections (action {settings.monitoring.drift_action}): "
                + (", ".join(f"{k}={v}" for k, v in found.items()) or "none"))
+    typer.echo(f"rows not learned at the end (a part-filled mini-batch): {result.counters['rows_not_learned_partial_minibatch']}")
     typer.echo(f"wrote {out}/scores.csv, report.json, report.md, rolling_ap.png")
+
+
+def _epoch_option(name: str, text: str | None) -> float | None:
+    """A date or RFC 3339 time option as Unix seconds (UTC when it names no zone)."""
+    if text is None:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{name}: not a date or time: {text!r} (use YYYY-MM-DD or RFC 3339)")
+    return (when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when).timestamp()
 
 
 @app.command()

@@ -172,12 +172,18 @@ class MonitoringSettings(Section):
     ap_alert_threshold: float = Field(
         0.2, ge=0.0, le=1.0, description="exported for the 'average precision low' alert rule"
     )
-    drift_adwin_delta: float = Field(1e-4, gt=0.0, lt=1.0, description="ADWIN on log loss")
+    drift_adwin_delta: float = Field(
+        1e-5, gt=0.0, lt=1.0, description="ADWIN on log loss; set for at most 1 false alarm per 180-day backtest"
+    )
     drift_page_hinkley_threshold: float = Field(50.0, gt=0.0, description="lambda, score mean")
     drift_page_hinkley_min_instances: int = Field(1_000, ge=1)
     drift_page_hinkley_delta: float = Field(0.005, ge=0.0)
     drift_page_hinkley_alpha: float = Field(
         1.0, gt=0.0, le=1.0, description="1 = classic test; <1 forgets, false alarms on skew"
+    )
+    drift_warmup_days: float | None = Field(
+        None, ge=0.0, description="event-time days from the first event the feature windows took before the "
+        "detectors judge rows; None: the windows' own warm-up (longest window plus its label delay)"
     )
     drift_psi_bins: int = Field(10, ge=2, le=100, description="reference quantile bins")
     drift_psi_threshold: float = Field(0.25, gt=0.0, description="PSI above this is a drift")
@@ -203,6 +209,13 @@ class MonitoringSettings(Section):
     )
 
 
+class ReplaySettings(Section):
+    """``fraudstream replay``: files are read this many rows at a time, so its memory is
+    bounded by this and not by the files' size."""
+
+    chunk_rows: int = Field(20_000, ge=1_000, le=10_000_000, description="rows read from a file at a time")
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings`."""
 
@@ -223,6 +236,7 @@ class Settings(BaseSettings):
     lifecycle: LifecycleSettings = LifecycleSettings()
     checkpoints: CheckpointSettings = CheckpointSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    replay: ReplaySettings = ReplaySettings()
     simulator: SimulatorSettings = SimulatorSettings()
 
     @classmethod

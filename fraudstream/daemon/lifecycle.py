@@ -199,7 +199,7 @@ class ModelLifecycle:
     """
 
     def __init__(self, settings: LifecycleSettings, model, version: int):
-        import keras
+        from fraudstream.models.backend import keras
 
         from fraudstream.models.scorer import Scorer
 

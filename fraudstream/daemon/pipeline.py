@@ -122,6 +122,7 @@ class Pipeline:
         self.early = EarlyLabels(training.pending_max, training.pending_ttl_days * 86_400)
         self.clocks = PartitionClocks(settings.event_time, features.spec.fields.timestamp)
         self.offsets: dict[tuple[str, int], int] = {}
+        self.unscored: dict[str, Any] = {}  # transactions seen but not scored (see process)
         self.resumed_seq: int | None = None  # the checkpoint this state came from
         self.base_version = 0
         self.extra_state: dict[str, dict[str, Any]] = {}  # monitoring state restored from a checkpoint
@@ -133,6 +134,7 @@ class Pipeline:
         self._max_bytes = settings.kafka.max_event_bytes
         self._thresholds = settings.thresholds
         self.background = None  # a BackgroundLearning once learn_in_background() is called
+        self._score_after_learning = False
         self._save_model = None  # see _model_for_saving
         # the served model, when it is not the learner itself (see fraudstream.daemon.lifecycle)
         self.lifecycle = (
@@ -174,7 +176,7 @@ class Pipeline:
 
     @classmethod
     def from_checkpoint(cls, settings: Settings, info: CheckpointInfo) -> Pipeline:
-        import keras
+        from fraudstream.models.backend import keras
 
         from fraudstream.models.online import OnlineLearner
 
@@ -310,7 +312,14 @@ class Pipeline:
 
     # -- the step -------------------------------------------------------------------------
 
-    def process(self, batch: list[Incoming], received_at: float | None = None) -> BatchOutput:
+    def process(self, batch: list[Incoming], received_at: float | None = None, score: bool = True) -> BatchOutput:
+        """One batch through the loop (see the module docstring).
+
+        ``score=False`` is for a replay's history before its ``--from`` date: the batch
+        passes the checks and the feature windows as it would otherwise, but nothing is
+        scored, kept pending or learned. Its transactions wait in ``unscored`` so that a
+        label arriving later still reaches the label windows, as in a full replay.
+        """
         started = time.monotonic()
         out = BatchOutput()
         items: list[Any] = []  # transactions and (transaction, label) in arrival order
@@ -348,6 +357,9 @@ class Pipeline:
                         check_time(time_key(record), round(label_time * 1e6), wall)
                     out.labels += 1
                     tx = in_batch.get(tx_id) or self.pending.context_of(tx_id)
+                    if tx is None and (tx := self.unscored.pop(tx_id, None)) is not None:
+                        items.append((tx, label))  # the windows learn it; there is no score to learn from
+                        continue
                     if tx is None:
                         # wait until event time has passed the label's own time by the TTL
                         self.early.add(tx_id, label, max(label_time, self.pending.now) if label_time == label_time else self.pending.now)
@@ -362,8 +374,12 @@ class Pipeline:
                 out.dlq.append(dlq_record(record, exc))
         out.transactions = len(txs)
         X_raw = self.features.replay_many(items) if items else None
-        if txs:
+        if txs and not score:
+            self.unscored.update((tx.transaction_id, tx) for tx in txs if tx.transaction_id not in labelled)
+        elif txs:
             X = self.features.normalize(X_raw)
+            if self._score_after_learning:
+                self.background.drain()
             version = self.served_version  # read first: a step on the learning thread may follow
             scores = self.learner.score_many(X)  # one forward pass for the whole batch
             shadow = None
@@ -383,7 +399,7 @@ class Pipeline:
             out.latest_event_time = float(times.max())
             out.scored, out.scored_times, out.scored_X = scores, times, X
             out.shadow_scored = shadow
-        if joins_ids:
+        if joins_ids and score:
             joined, out.unmatched_labels = self.pending.pop_many(joins_ids, joins_labels)
             out.joined = joined
             if len(joined.ids):
@@ -421,12 +437,18 @@ class Pipeline:
                 events.append(event)
         return steps, events
 
-    def learn_in_background(self) -> None:
-        """Train on a worker thread from now on (the Kafka daemon; see :mod:`fraudstream.daemon.learning`)."""
+    def learn_in_background(self, exact: bool = False) -> None:
+        """Train on a worker thread from now on (the Kafka daemon; see :mod:`fraudstream.daemon.learning`).
+
+        ``exact`` (the file replay): a batch is scored only once the steps of every batch
+        before it are done, so the scores are those of inline learning; a step still runs
+        beside the decoding and features of the next batch.
+        """
         from fraudstream.daemon.learning import BackgroundLearning
 
         if self.background is None:
             self.background = BackgroundLearning()
+        self._score_after_learning = exact
 
     def finished_learning(self) -> list[StepResult]:
         """Steps the learning thread finished since the last batch (for an idle loop)."""
@@ -467,6 +489,7 @@ class Pipeline:
         if self.background is not None:
             self.background.close()
             self.background = None
+            self._score_after_learning = False
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -556,7 +579,7 @@ class Pipeline:
         """A twin of the learner's network that ``model.keras`` is written from, so the
         learner trains on while a checkpoint is written."""
         if self._save_model is None:
-            import keras
+            from fraudstream.models.backend import keras
 
             self._save_model = keras.models.clone_model(self.learner.model)
         return self._save_model

@@ -6,7 +6,7 @@
 
 from fraudstream.features.events import REASONS, Transaction, iso_utc
 from fraudstream.features.exceptions import FeatureInputInvalid, FeatureStateInvalid
-from fraudstream.features.io import load_state, read_events, save_state, write_table
+from fraudstream.features.io import EventChunks, load_state, read_events, save_state, write_table
 from fraudstream.features.normalize import Normalizer
 from fraudstream.features.pipeline import SCHEMA_VERSION, FeaturePipeline, describe_state
 
@@ -20,6 +20,7 @@ __all__ = [
     "Transaction",
     "describe_state",
     "iso_utc",
+    "EventChunks",
     "load_state",
     "read_events",
     "save_state",

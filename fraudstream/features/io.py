@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,23 +45,67 @@ def read_events(path: str | Path, fields: FieldMap | None = None) -> pd.DataFram
     path = Path(path)
     fields = fields or FieldMap()
     kind = _kind(path)
-    text_cols = [fields.transaction_id, fields.customer, fields.terminal]
-    try:
+    with _reading(path, kind):
         if kind == "csv":
-            sep = "\t" if path.name.lower().endswith(".tsv") else ","
-            return pd.read_csv(path, sep=sep, dtype={c: str for c in text_cols},
-                               keep_default_na=False, na_values=[""])
+            return pd.read_csv(path, **_csv_options(path, fields))
         if kind == "jsonl":
-            frame = pd.read_json(path, lines=True, dtype=False)
-            for c in text_cols:
-                if c in frame.columns and not pd.api.types.is_string_dtype(frame[c].dtype):
-                    frame[c] = frame[c].map(_id_text, na_action="ignore")
-            return frame
-        frame = pd.read_parquet(path)
-        for c in text_cols:
-            if c in frame.columns and pd.api.types.is_integer_dtype(frame[c].dtype):
-                frame[c] = frame[c].astype(str)
-        return frame
+            return _ids_as_text(pd.read_json(path, lines=True, dtype=False), fields)
+        return _ids_as_text(pd.read_parquet(path), fields)
+
+
+class EventChunks:
+    """The rows of an events file as :func:`read_events` reads them, in frames of at most
+    ``chunk_rows`` rows, so a file of any size is read in bounded memory.
+
+    ``stored_dtypes`` holds the id columns' types as stored (before they are read as
+    text), once the first frame is read: a writer can give ids back in their own type.
+    """
+
+    def __init__(self, path: str | Path, fields: FieldMap | None = None, chunk_rows: int = 100_000):
+        self.path = Path(path)
+        self.fields = fields or FieldMap()
+        self.kind = _kind(self.path)
+        self.chunk_rows = chunk_rows
+        self.stored_dtypes: dict[str, Any] = {}
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        path, fields, kind = self.path, self.fields, self.kind
+        with _reading(path, kind):
+            if kind == "csv":
+                frames = pd.read_csv(path, chunksize=self.chunk_rows, **_csv_options(path, fields))
+            elif kind == "jsonl":
+                frames = pd.read_json(path, lines=True, dtype=False, chunksize=self.chunk_rows)
+            else:
+                import pyarrow.parquet as pq
+
+                frames = (b.to_pandas() for b in pq.ParquetFile(path).iter_batches(batch_size=self.chunk_rows))
+            for frame in frames:
+                if not self.stored_dtypes:
+                    self.stored_dtypes = {c: frame[c].dtype for c in _text_cols(fields) if c in frame.columns}
+                yield frame if kind == "csv" else _ids_as_text(frame, fields)
+
+
+def _text_cols(fields: FieldMap) -> list[str]:
+    return [fields.transaction_id, fields.customer, fields.terminal]
+
+
+def _csv_options(path: Path, fields: FieldMap) -> dict[str, Any]:
+    return {"sep": "\t" if path.name.lower().endswith(".tsv") else ",",
+            "dtype": {c: str for c in _text_cols(fields)}, "keep_default_na": False, "na_values": [""]}
+
+
+def _ids_as_text(frame: pd.DataFrame, fields: FieldMap) -> pd.DataFrame:
+    """JSON and Parquet id columns as text: ``7`` becomes ``"7"``, never ``7.0``."""
+    for c in _text_cols(fields):
+        if c in frame.columns and not pd.api.types.is_string_dtype(frame[c].dtype):
+            frame[c] = frame[c].map(_id_text, na_action="ignore")
+    return frame
+
+
+@contextmanager
+def _reading(path: Path, kind: str) -> Iterator[None]:
+    try:
+        yield
     except FileNotFoundError as exc:
         raise FeatureInputInvalid(f"{path}: no such file") from exc
     except (ValueError, OSError) as exc:

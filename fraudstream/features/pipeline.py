@@ -89,6 +89,7 @@ class FeaturePipeline:
         self._label_states = [LabelWindowState(g) for g in self._plan.label_groups]
         self.watermark_us = NO_CLOCK
         self._next_sweep_us = NO_CLOCK
+        self.first_event_us: int | None = None  # the first event the windows took
         self.late_events = 0
         self.events_seen = 0
         self.labels_seen = 0
@@ -301,6 +302,8 @@ class FeaturePipeline:
         X = self._assemble(np.array(times, dtype=np.int64), numeric, raw_ev, raw_lab)
         self.late_events += int(late.sum())
         self.events_seen += n
+        if self.first_event_us is None:
+            self.first_event_us = min(times)
         newest = max(times)
         if newest > self.watermark_us:
             self.watermark_us = newest
@@ -319,6 +322,16 @@ class FeaturePipeline:
         dropped = sum(st.evict_idle(self.watermark_us) for st in self._event_states + self._label_states)
         self._next_sweep_us = self.watermark_us + _SWEEP_EVERY_US
         return dropped
+
+    @property
+    def warm_from_us(self) -> int | None:
+        """Event time from which every window of an entity seen since the first event can be
+        full: the first event the windows took plus the spec's warm-up (the longest window
+        plus its label delay). Rows before it describe windows still filling, not the data;
+        drift detectors skip them. None before the first event."""
+        if self.first_event_us is None:
+            return None
+        return self.first_event_us + round(self.spec.warmup_days() * US_PER_DAY)
 
     @property
     def n_entities(self) -> dict[str, int]:
@@ -370,6 +383,7 @@ class FeaturePipeline:
         if include_windows:
             state["watermark_us"] = int(self.watermark_us)
             state["next_sweep_us"] = int(self._next_sweep_us)
+            state["first_event_us"] = self.first_event_us
             state["windows"] = {st.group.name: st.export()
                                 for st in self._event_states + self._label_states}
         return state
@@ -400,6 +414,10 @@ class FeaturePipeline:
         if windows is not None:
             self.watermark_us = int(state["watermark_us"])
             self._next_sweep_us = int(state["next_sweep_us"])
+            # a state saved before the first event was kept: its windows count as warm
+            warm_now = self.watermark_us - round(self.spec.warmup_days() * US_PER_DAY)
+            first = state.get("first_event_us", None if self.watermark_us == NO_CLOCK else warm_now)
+            self.first_event_us = None if first is None else int(first)
             for st in self._event_states + self._label_states:
                 try:
                     data = windows[st.group.name]

@@ -7,7 +7,8 @@ A directory, so each part stays in an open format a reviewer can inspect::
     features.npz      the state's arrays, when it has any (loaded with allow_pickle=False)
     metadata.json     schema version, model version, library versions, data range,
                       hyperparameters, validation metrics, and the training rows'
-                      feature histograms (``drift_reference``, the daemon's PSI reference)
+                      feature histograms with a labelled sample of 1,000 of those rows
+                      (``drift_reference``, the baselines of the daemon's drift detectors)
     MANIFEST.json     sha256 and size of every file above
 
 Saving writes everything into a temporary sibling directory, fsyncs it, and renames it into
@@ -29,11 +30,11 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from fraudstream.config.model import ModelParams
+from fraudstream.models.backend import keras
 from fraudstream.models.exceptions import ArtifactExists, ArtifactInvalid
 from fraudstream.models.scorer import Scorer
 

@@ -7,10 +7,10 @@ normalisation, no custom layers) so that the numpy scorer can evaluate it exactl
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
 from fraudstream.config.model import ModelParams
+from fraudstream.models.backend import keras
 
 _INITIALIZERS = {
     "glorot_uniform": keras.initializers.GlorotUniform,

@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
 from fraudstream.config.model import ModelParams
+from fraudstream.models.backend import keras
 from fraudstream.models.builder import compile_model
 from fraudstream.models.exceptions import LearnerStateInvalid
 from fraudstream.models.scorer import Scorer

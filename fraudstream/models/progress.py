@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fraudstream.models.backend import keras
 
 _SHOWN = ("loss", "val_ap", "val_roc_auc", "val_card_precision")
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 
+from fraudstream.models.backend import keras
 from fraudstream.models.exceptions import ModelUnsupported
 
 _ACTIVATIONS = ("relu", "linear", "sigmoid")

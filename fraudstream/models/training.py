@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import keras
 import numpy as np
 import pandas as pd
 
 from fraudstream.config.model import ModelParams, SplitParams
 from fraudstream.config.settings import MonitoringSettings
 from fraudstream.models import evaluation
+from fraudstream.models.backend import keras
 from fraudstream.models.builder import build_model, fraud_weight
 from fraudstream.models.exceptions import TrainingDataInvalid
 from fraudstream.models.scorer import Scorer
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 DAY = pd.Timedelta(days=1)
 DEFAULT_PSI_BINS = MonitoringSettings.model_fields["drift_psi_bins"].default
+#: Reference rows the artifact carries for the score-mean detector. The same rows are
+#: re-scored by each model served, so what moves their mean is the model, not the draw.
+REFERENCE_SAMPLE_ROWS = 1_000
 
 
 # -- the time split ------------------------------------------------------------------------
@@ -117,6 +120,7 @@ class Dataset:
     pipeline: Any = None
     info: dict[str, Any] = field(default_factory=dict)
     X_reference: np.ndarray | None = None  # normalised rows for the PSI reference
+    y_reference: np.ndarray | None = None  # their labels (NaN where unlabelled)
 
     def drift_reference(self, bins: int = DEFAULT_PSI_BINS) -> dict[str, Any]:
         """Histogram of each feature over the reference rows, for the daemon's PSI.
@@ -124,14 +128,19 @@ class Dataset:
         Built from the normalised matrix because the daemon computes PSI on the rows it
         scores, which are normalised with the same fitted normaliser; a reference in raw
         units would make every feature look drifted. ``bins`` is
-        ``monitoring.drift_psi_bins``.
+        ``monitoring.drift_psi_bins``. It carries a sample of the same rows, which the
+        daemon re-scores with each model it serves (the baselines of the score-mean and
+        log-loss detectors).
         """
         # Imported here: the PSI binning is monitoring's, and models must not load river
         # and the rest of monitoring just to be imported.
         from fraudstream.monitoring.drift import reference_from
 
-        rows = self.X_train if self.X_reference is None else self.X_reference
-        return reference_from(rows, bins, list(self.feature_names))
+        if self.X_reference is None:
+            rows, labels = self.X_train, self.y_train
+        else:
+            rows, labels = self.X_reference, self.y_reference
+        return reference_from(rows, bins, list(self.feature_names), sample=REFERENCE_SAMPLE_ROWS, labels=labels)
 
 
 def _timestamps(column: pd.Series, epoch_unit: str = "s") -> pd.DatetimeIndex:
@@ -215,7 +224,7 @@ def prepare_dataset(
     reference = _reference_rows(ts, spec.warmup_days(), before=cut.valid_end)
     info["drift_reference_rows"] = int(reference.sum())
     X_reference = np.asarray(pipe.normalize(X_raw[reference]), dtype=np.float32)
-    return Dataset(X_train, y_train, valid, list(pipe.feature_names), cut, pipe, info, X_reference)
+    return Dataset(X_train, y_train, valid, list(pipe.feature_names), cut, pipe, info, X_reference, labels[reference])
 
 
 #: At least this many rows make the PSI reference, however short the history.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import keras
+from fraudstream.models.backend import keras  # before keras_tuner, which imports TensorFlow
 import keras_tuner
 
 from fraudstream.config.model import ModelParams, SearchSpace, Strategy

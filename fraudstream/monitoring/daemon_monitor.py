@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from fraudstream.config import Settings
 from fraudstream.monitoring.drift import DriftMonitor, DriftReport
+from fraudstream.monitoring.loss import log_loss_each
 from fraudstream.monitoring.metrics import DEFAULT_INVALID_REASONS, Metrics
 from fraudstream.monitoring.prequential import Prequential
 
@@ -48,6 +49,7 @@ class DaemonMonitor:
         self._scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._joined: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._buffered = 0
+        self._expected_version: int | None = None  # the served version the expected score is of
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -168,6 +170,8 @@ class DaemonMonitor:
         the configured drift action; returns the drift reports (``fraudstream replay``
         records them)."""
         reports = []
+        if self._scored or self._joined:
+            self._judge_the_data_not_the_model(pipeline)
         if self._scored:
             scores, times, X = (np.concatenate(parts) for parts in zip(*self._scored))
             reports.append(self.drift.update_scored_many(scores, times, X))
@@ -185,6 +189,26 @@ class DaemonMonitor:
                 self.daemon.request_checkpoint(reason="drift", tags=["pre-drift"])
         self.detections = self.detections[-100:]
         return reports
+
+    def _judge_the_data_not_the_model(self, pipeline) -> None:
+        """Tell the drift monitor when the feature windows are warm (or
+        ``monitoring.drift_warmup_days`` after their first event), and the mean score the
+        served model gives the reference sample, re-scored whenever the served version
+        changed (a forward pass over about a thousand rows), and its log loss there."""
+        features, days = pipeline.features, self.settings.monitoring.drift_warmup_days
+        if days is None or features.first_event_us is None:
+            warm_from = features.warm_from_us
+        else:
+            warm_from = features.first_event_us + days * 86_400e6
+        self.drift.warm_from = None if warm_from is None else warm_from / 1e6
+        sample = self.drift.reference_sample
+        version = pipeline.served_version
+        if sample is not None and version != self._expected_version:
+            scores = pipeline.score_served(sample)
+            self.drift.expected_score = float(np.mean(scores))
+            if self.drift.reference_labels is not None:
+                self.drift.expected_loss = float(np.mean(log_loss_each(self.drift.reference_labels, scores)))
+            self._expected_version = version
 
     def on_idle(self, daemon) -> None:
         now = time.monotonic()

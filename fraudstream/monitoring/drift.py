@@ -10,6 +10,13 @@ Three signals, each watched by a standard detector (river's, not re-implemented 
   reference histogram made from the training data (:func:`reference_from`, stored in the
   model artifact), evaluated every ``drift_psi_window`` scored rows.
 
+They judge the data, not the model learning nor the feature windows filling: the caller
+sets :attr:`DriftMonitor.warm_from` (rows before it are skipped) and, from the reference's
+labelled sample re-scored by the model in use, :attr:`DriftMonitor.expected_score` and
+:attr:`DriftMonitor.expected_loss`, which Page-Hinkley and ADWIN subtract, so that a model
+that moves moves both sides alike (``DaemonMonitor`` does this in ``run`` and ``replay``).
+Each alarm is one log line with its figures (:func:`alarm_line`).
+
 The monitor returns every detection with the configured action (``none``, ``checkpoint``
 or ``adapt``); carrying it out is the daemon's job, training policy is not decided here.
 
@@ -110,15 +117,47 @@ class DriftReport:
         return bool(self.detections)
 
 
+#: What each detector's ``statistic`` and ``threshold`` are, for the alarm line.
+STATISTICS = {
+    "adwin": ("loss_mean_rise", "delta"),
+    "page_hinkley": ("cumulative_deviation", "threshold"),
+    "psi": ("psi", "threshold"),
+}
+
+
+def alarm_line(detection: Detection) -> str:
+    """One log line per alarm, with its figures: detector, signal, feature, statistic,
+    threshold, event time (UTC) and the rows of its signal seen until then.
+
+    >>> alarm_line(Detection("psi", "feature_distribution", 1775001600.0,
+    ...            {"feature": "amount", "statistic": 0.3127, "threshold": 0.25, "scored_rows": 5000}))
+    'drift alarm: detector=psi signal=feature_distribution feature=amount psi=0.3127 threshold=0.25 event_time=2026-04-01T00:00:00Z scored_rows=5000'
+    """
+    v = detection.values
+    statistic, threshold = STATISTICS.get(detection.detector, ("statistic", "threshold"))
+    when = "-" if detection.event_time is None else (
+        str(np.datetime64(round(detection.event_time * 1000), "ms")).removesuffix(".000") + "Z")
+    rows = "labelled_rows" if "labelled_rows" in v else "scored_rows"
+    return (f"drift alarm: detector={detection.detector} signal={detection.signal} feature={v.get('feature', '-')} "
+            f"{statistic}={v.get('statistic', float('nan')):.4g} {threshold}={v.get('threshold', float('nan')):.4g} "
+            f"event_time={when} {rows}={v.get(rows, '-')}")
+
+
 # --- PSI ---------------------------------------------------------------------------------------
 
 
-def reference_from(X, bins: int = 10, names: list[str] | None = None) -> dict[str, Any]:
+def reference_from(X, bins: int = 10, names: list[str] | None = None, sample: int = 0,
+                   seed: int = 0, labels=None) -> dict[str, Any]:
     """Reference histogram of each column of ``X`` for PSI, as JSON-ready data.
 
     Bin edges are the column's inner quantiles (duplicates merged, so a binary feature gets
     two bins, not ten); bins are right-closed: ``(-inf, e1], (e1, e2], ..., (ek, inf)``.
     Non-finite values are ignored. The trainer stores the result in the model artifact.
+
+    ``sample`` labelled rows of ``X`` drawn at random (``seed``) are kept as well, under
+    ``sample`` (and their ``labels`` under ``sample_labels``): the score-mean and log-loss
+    detectors compare each row with what the model in use gives them, so that a model
+    that learns does not look like a stream that moved.
 
     >>> import numpy as np
     >>> ref = reference_from(np.arange(1000.0).reshape(-1, 1), bins=4, names=["amount"])
@@ -149,12 +188,23 @@ def reference_from(X, bins: int = 10, names: list[str] | None = None) -> dict[st
                 "proportions": (counts / col.size).tolist(),
             }
         )
-    return {
+    reference = {
         "schema_version": REFERENCE_SCHEMA_VERSION,
         "bins": bins,
         "rows": int(X.shape[0]),
         "features": features,
     }
+    if sample > 0:
+        usable = np.isfinite(X).all(axis=1)
+        if labels is not None:
+            y = np.asarray(labels, np.float64).ravel()
+            usable &= np.isfinite(y)
+        usable = np.flatnonzero(usable)
+        picked = np.sort(np.random.default_rng(seed).choice(usable, min(sample, usable.size), replace=False))
+        reference["sample"] = X[picked].tolist()
+        if labels is not None:
+            reference["sample_labels"] = y[picked].astype(int).tolist()
+    return reference
 
 
 def _check_reference(reference: dict[str, Any]) -> None:
@@ -240,6 +290,11 @@ def _load_adwin(detector: river_drift.ADWIN, state: dict[str, Any]) -> None:
     detector._drift_detected = bool(state["drift_detected"])
 
 
+def _page_hinkley_statistic(detector: river_drift.PageHinkley) -> float:
+    """The larger of the two cumulative sums Page-Hinkley compares with its threshold."""
+    return max(detector._sum_increase - detector._min_increase, detector._max_decrease - detector._sum_decrease)
+
+
 def _float_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -301,6 +356,18 @@ class DriftMonitor:
         self.settings = settings if settings is not None else MonitoringSettings()
         self.metrics = metrics
         self.reference: dict[str, Any] | None = None
+        self.reference_sample: np.ndarray | None = None
+        self.reference_labels: np.ndarray | None = None
+        #: Unix time before which scored rows are skipped: the feature windows' warm-up
+        #: (``FeaturePipeline.warm_from_us``), set by the caller. Their PSI and score mean
+        #: follow windows still filling, not the data.
+        self.warm_from: float | None = None
+        #: The mean score the model in use gives the reference sample, set by the caller
+        #: whenever the served model changes; Page-Hinkley watches each score minus it.
+        self.expected_score: float | None = None
+        #: Likewise the mean log loss of the model in use on the labelled reference sample;
+        #: ADWIN watches each labelled row's loss minus it.
+        self.expected_loss: float | None = None
         self._reset()
         if reference is not None:
             self.set_reference(reference)
@@ -339,54 +406,87 @@ class DriftMonitor:
         if reference is not None:
             _check_reference(reference)
         self.reference = reference
+        rows = (reference or {}).get("sample")
+        #: the reference's sample rows (normalised, as the model scores them), if it has one
+        self.reference_sample = np.asarray(rows, np.float32) if rows else None
+        labels = (reference or {}).get("sample_labels")
+        self.reference_labels = np.asarray(labels, np.int8) if labels else None
         self._reset_psi()
 
     # --- updates -------------------------------------------------------------------------
 
     def update_labelled_many(self, scores, labels, event_times) -> DriftReport:
-        """Feed labelled rows (score before learning, label, event time) to ADWIN."""
+        """Feed labelled rows (score before learning, label, event time) to ADWIN: their log
+        loss, minus :attr:`expected_loss` when it is set (the loss the model in use has on
+        the reference sample), so that a model that gets better or worse on every row alike
+        does not look like a change of the relation between features and fraud.
+
+        Compared with the reference that way, rows before :attr:`warm_from` are skipped:
+        the reference rows had full windows, theirs were filling. Without a reference
+        sample (a fresh model learning from nothing) every row counts."""
         losses = log_loss_each(labels, scores)
         times = to_unix_seconds(event_times).ravel()
         if times.size != losses.size:
             raise ValueError("scores, labels and event_times differ in length")
-        finite = np.isfinite(losses)
-        if not finite.all():  # one NaN would poison ADWIN's window for good
-            losses, times = losses[finite], times[finite]
+        keep = np.isfinite(losses)  # one NaN would poison ADWIN's window for good
+        if self.expected_loss is not None:
+            losses = losses - self.expected_loss
+            if self.warm_from is not None:
+                keep &= times >= self.warm_from
+        if not keep.all():
+            losses, times = losses[keep], times[keep]
         found = []
         adwin = self.adwin
         seen = self.labelled_rows
         for i, loss in enumerate(losses.tolist()):
-            before = adwin.estimation
+            before, width = adwin.estimation, adwin.width
             adwin.update(loss)
             # ADWIN flags any change of the mean; a falling loss (the model getting better,
-            # e.g. while a fresh model learns) is not a concept drift worth acting on.
-            if adwin.drift_detected and adwin.estimation > before:
+            # e.g. while a fresh model learns) is not a concept drift worth acting on. It
+            # keeps the recent part of its window: river would empty the window on the next
+            # row, and a rise that began inside it would have to be seen again from nothing.
+            if adwin.drift_detected and adwin.estimation <= before:
+                adwin._drift_detected = False
+            elif adwin.drift_detected:
+                dropped = width + 1 - adwin.width  # the older part of the window, cut off
+                old_mean = (before * width + loss - adwin.estimation * adwin.width) / max(dropped, 1)
                 found.append(Detection(
                     "adwin", "log_loss", float(times[i]),
                     {"loss": loss, "window_mean": adwin.estimation, "window_width": adwin.width,
-                     "labelled_rows": seen + i + 1},
+                     "statistic": adwin.estimation - old_mean, "threshold": adwin.delta,
+                     "expected_loss": self.expected_loss, "labelled_rows": seen + i + 1},
                 ))
         self.labelled_rows = seen + losses.size
         return self._report(found)
 
     def update_scored_many(self, scores, event_times, X=None) -> DriftReport:
-        """Feed scored rows to Page-Hinkley and, with a reference and ``X``, to PSI."""
+        """Feed scored rows to Page-Hinkley and, with a reference and ``X``, to PSI.
+
+        Rows before :attr:`warm_from` are skipped. With :attr:`expected_score` set,
+        Page-Hinkley watches each score minus it (the score's excess over what the model in
+        use gives the reference sample), so only a move of the inputs moves its mean.
+        """
         s = np.asarray(scores, np.float64).ravel()
         times = to_unix_seconds(event_times).ravel()
         if times.size != s.size:
             raise ValueError("scores and event_times differ in length")
-        finite = np.isfinite(s)
-        if not finite.all():  # one NaN would poison Page-Hinkley's running mean for good
-            s, times = s[finite], times[finite]
+        # one NaN would poison Page-Hinkley's running mean for good
+        keep = np.isfinite(s) if self.warm_from is None else np.isfinite(s) & (times >= self.warm_from)
+        if not keep.all():
+            s, times = s[keep], times[keep]
+            X = None if X is None else np.asarray(X)[keep]
+        expected = self.expected_score
         found = []
         ph = self.page_hinkley
         seen = self.scored_rows
-        for i, x in enumerate(s.tolist()):
+        for i, x in enumerate((s if expected is None else s - expected).tolist()):
             ph.update(x)
             if ph.drift_detected:
                 found.append(Detection(
                     "page_hinkley", "score_mean", float(times[i]),
-                    {"score": x, "running_mean": ph._x_mean.get(), "scored_rows": seen + i + 1},
+                    {"score": float(s[i]), "expected_score": expected, "running_mean": ph._x_mean.get(),
+                     "statistic": _page_hinkley_statistic(ph), "threshold": ph.threshold,
+                     "scored_rows": seen + i + 1},
                 ))
         self.scored_rows = seen + s.size
         if X is not None and self.reference is not None and times.size:
@@ -422,6 +522,7 @@ class DriftMonitor:
         self._psi_rows += int(np.asarray(X).shape[0])
         if self._psi_rows < self.settings.drift_psi_window:
             return []
+        was_drifted = self._drifted_features()
         values = _psi_from_counts(self.reference, self._psi_counts)
         self.last_psi = dict(zip(self.feature_names, values.tolist()))
         for c in self._psi_counts:
@@ -429,22 +530,28 @@ class DriftMonitor:
         self._psi_rows = 0
         if self.metrics is not None:
             self.metrics.set_feature_psi(self.last_psi)
-        drifted = {n: v for n, v in self.last_psi.items()
-                   if v > self.settings.drift_psi_threshold and n not in CLOCK_FEATURES}
-        if not drifted:
+        drifted = self._drifted_features()
+        # A feature raises an alarm when it crosses the threshold, not again in every window
+        # while it stays above (the exported PSI shows that): one drift, one alarm.
+        if not drifted.keys() - was_drifted.keys():
             return []
-        worst = max(drifted, key=drifted.get)
+        worst = max(drifted.keys() - was_drifted.keys(), key=drifted.get)
         return [Detection("psi", "feature_distribution", last_time,
                           {"max_psi": drifted[worst], "feature": worst, "features": drifted,
+                           "statistic": drifted[worst], "threshold": self.settings.drift_psi_threshold,
                            "scored_rows": self.scored_rows})]
+
+    def _drifted_features(self) -> dict[str, float]:
+        """Features whose last PSI is above the threshold (clock features never are)."""
+        return {n: v for n, v in self.last_psi.items()
+                if v > self.settings.drift_psi_threshold and n not in CLOCK_FEATURES}
 
     def _report(self, found: list[Detection], count: bool = True) -> DriftReport:
         if count and found:
             if self.metrics is not None:
                 self.metrics.observe_detections(found)
             for d in found:
-                log.warning("drift detected by %s on %s at event time %s: %s",
-                            d.detector, d.signal, d.event_time, d.values)
+                log.warning("%s", alarm_line(d))
         s = self.settings
         actionable = any(d.detector in s.drift_action_detectors for d in found)
         action: Action = s.drift_action if actionable else "none"

@@ -129,6 +129,9 @@ def write_daemon_config(path: Path, bootstrap: str, topics, checkpoints: Path, p
             "drift_psi_threshold": PSI_THRESHOLD,
             "drift_page_hinkley_min_instances": 300,
             "drift_adwin_delta": ADWIN_DELTA,
+            # the stream is 10 days long: the detectors judge it from the first event, windows
+            # filling or not (the default waits for the windows' 37-day warm-up)
+            "drift_warmup_days": 0,
         },
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))

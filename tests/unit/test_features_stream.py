@@ -193,6 +193,23 @@ def test_late_event_is_clamped_to_entity_time_and_counted():
     assert row[names.index("customer_count_1d")] == 1
 
 
+def test_windows_are_warm_a_warm_up_after_the_first_event_they_took(tmp_path):
+    pipe = FeaturePipeline()
+    t0 = 1_775_001_600_000_000
+    assert pipe.warm_from_us is None
+    pipe.update_many([_tx(0, t0 + DAY), _tx(1, t0)])  # the earliest of the first call counts
+    pipe.update_many([_tx(2, t0 + 2 * DAY)])
+    assert pipe.first_event_us == t0
+    assert pipe.warm_from_us == t0 + 37 * DAY  # 30-day label window + 7 days of delay
+    save_state(pipe.state_dict(), tmp_path / "state.npz")
+    assert FeaturePipeline.from_state_dict(load_state(tmp_path / "state.npz")).warm_from_us == t0 + 37 * DAY
+    # a state saved before the first event was kept: its windows count as warm
+    older = pipe.state_dict()
+    del older["first_event_us"]
+    assert FeaturePipeline().load_state_dict(older).warm_from_us == t0 + 2 * DAY
+    assert FeaturePipeline().load_state_dict(pipe.state_dict(include_windows=False)).warm_from_us is None
+
+
 def _label_spec() -> FeatureSpec:
     return FeatureSpec(stateless=(), windows=(
         LabelWindows(entity="terminal", days=(1, 3), delay_days=2, stats=("count", "frauds", "fraud_rate")),

@@ -147,6 +147,13 @@ def test_an_artifact_sees_nothing_after_its_validation_end():
     assert pipe.fitted_on[:, 1].max() < 45
     valid_days = data.valid.X[:, 1] * pipe.std[1] + pipe.mean[1]
     assert valid_days.min() >= 52 and valid_days.max() < 66
+    # the sample the score-mean and log-loss detectors re-score: labelled reference rows
+    reference = data.drift_reference()
+    sample = np.asarray(reference["sample"])
+    assert len(sample) == min(1_000, len(data.X_reference)) == len(reference["sample_labels"])
+    sample_days = sample[:, 1] * pipe.std[1] + pipe.mean[1]
+    assert 37 <= sample_days.min() and sample_days.max() < 66
+    assert set(reference["sample_labels"]) <= {0, 1}
 
 
 def test_prepare_dataset_with_the_real_feature_pipeline():

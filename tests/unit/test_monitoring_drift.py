@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from fraudstream.config.settings import MonitoringSettings
 from fraudstream.monitoring.drift import DriftMonitor, psi, reference_from
 from fraudstream.monitoring.exceptions import MonitoringStateInvalid, ReferenceInvalid
+from fraudstream.monitoring.loss import log_loss_each
 from fraudstream.monitoring.metrics import Metrics
 
 BATCH = 500
@@ -386,3 +387,178 @@ def test_a_clock_feature_is_exported_but_raises_no_psi_detection():
     assert report.detections == []
     assert monitor.last_psi["weekend"] > 0.25
     assert registry.get_sample_value("fraudstream_feature_psi", {"feature": "weekend"}) > 0.25
+
+
+# --- judging the data, not the model ------------------------------------------------------------
+
+
+def test_rows_before_the_windows_warm_up_are_skipped_by_page_hinkley_and_psi():
+    rng = np.random.default_rng(5)
+    ref = reference_from(rng.normal(size=(20_000, 1)), names=["customer_count_30d"])
+    settings = MonitoringSettings(drift_psi_window=1_000)
+    filling = rng.normal(-2.0, 1.0, size=(4_000, 1))  # windows still filling: far from the reference
+    scores = np.r_[np.full(2_000, 0.4), np.full(2_000, 0.05)]
+    times = np.arange(4_000.0)
+    cold = DriftMonitor(settings, reference=ref)
+    assert {d.detector for d in cold.update_scored_many(scores, times, filling).detections} == {"page_hinkley", "psi"}
+    warm = DriftMonitor(settings, reference=ref)
+    warm.warm_from = 4_000.0
+    assert warm.update_scored_many(scores, times, filling).detections == []
+    assert warm.scored_rows == 0 and warm.last_psi == {}
+    full = rng.normal(size=(1_000, 1))
+    assert warm.update_scored_many(np.full(1_000, 0.05), times[:1_000] + 4_000, full).detections == []
+    assert warm.scored_rows == 1_000 and warm.last_psi["customer_count_30d"] < 0.1
+
+
+def test_page_hinkley_follows_the_model_through_its_expected_score():
+    """A model that learns moves every score alike (here its mean falls from 0.2 to 0.05):
+    against the reference sample's expected score that is no drift; a move of the inputs,
+    which the reference sample does not share, still is."""
+    rng = np.random.default_rng(6)
+    n = 20_000
+    calibration = np.linspace(0.2, 0.05, n)  # what the model in use gives the reference sample
+    learning = np.clip(calibration + rng.normal(0, 0.05, n), 0, 1)
+    plain, aware = DriftMonitor(), DriftMonitor()
+    found_plain, found_aware = [], []
+    for i in range(0, n, BATCH):
+        sl = slice(i, i + BATCH)
+        found_plain += plain.update_scored_many(learning[sl], np.arange(n, dtype=float)[sl]).detections
+        aware.expected_score = float(calibration[i])
+        found_aware += aware.update_scored_many(learning[sl], np.arange(n, dtype=float)[sl]).detections
+    assert found_plain and not found_aware
+    moved = np.clip(0.05 + 0.1 + rng.normal(0, 0.05, 5_000), 0, 1)  # inputs moved, model unchanged
+    report = aware.update_scored_many(moved, n + np.arange(5_000.0))
+    assert [d.detector for d in report.detections][:1] == ["page_hinkley"]
+    first = report.detections[0].values
+    assert first["expected_score"] == pytest.approx(calibration[-BATCH]) and first["statistic"] > first["threshold"]
+
+
+def test_adwin_follows_the_model_through_its_expected_loss():
+    """The model gets worse on every row alike (its reference-sample loss rises with the
+    stream's): no concept drift. Frauds that stop standing out still are one."""
+    rng = np.random.default_rng(7)
+    n = 40_000
+    y = (rng.random(n) < 0.05).astype(int)
+    sharpness = np.linspace(0.6, 0.3, n)  # the model blurs slowly, on the reference rows too
+    scores = np.clip(0.05 + sharpness * y + rng.normal(0, 0.03, n), 0.001, 0.999)
+    expected = np.array([log_loss_each(y[max(0, i - 5_000):i + 1], scores[max(0, i - 5_000):i + 1]).mean()
+                         for i in range(0, n, BATCH)])
+    plain, aware = DriftMonitor(), DriftMonitor()
+    found_plain, found_aware = [], []
+    for k, i in enumerate(range(0, n, BATCH)):
+        sl = slice(i, i + BATCH)
+        t = np.arange(n, dtype=float)[sl]
+        found_plain += plain.update_labelled_many(scores[sl], y[sl], t).detections
+        aware.expected_loss = float(expected[k])
+        found_aware += aware.update_labelled_many(scores[sl], y[sl], t).detections
+    assert found_plain and not found_aware
+    blind, labels, times = loss_stream(0, 5_000, seed=8)
+    found = labelled_in_batches(aware, blind, labels, times + n)
+    assert found and found[0].detector == "adwin" and found[0].values["statistic"] > 0
+
+
+def test_reference_carries_a_labelled_sample_of_its_rows():
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(5_000, 2))
+    y = np.where(rng.random(5_000) < 0.1, 1.0, 0.0)
+    y[:100] = np.nan  # unlabelled rows are never sampled
+    ref = reference_from(X, names=["a", "b"], sample=1_000, labels=y)
+    json.dumps(ref, allow_nan=False)
+    sample = np.asarray(ref["sample"])
+    assert sample.shape == (1_000, 2) and len(ref["sample_labels"]) == 1_000
+    index = [int(np.flatnonzero((X == row).all(axis=1))[0]) for row in sample[:50]]
+    assert min(index) >= 100 and [y[i] for i in index] == ref["sample_labels"][:50]
+    monitor = DriftMonitor(reference=ref)
+    assert monitor.reference_sample.shape == (1_000, 2) and monitor.reference_labels.sum() == sum(ref["sample_labels"])
+    assert "sample" not in reference_from(X, names=["a", "b"])
+
+
+def test_an_alarm_is_one_line_with_its_figures(caplog):
+    scores, times = score_stream(2_000, 2_000, seed=0)
+    with caplog.at_level("WARNING", logger="fraudstream.monitoring.drift"):
+        found = DriftMonitor().update_scored_many(scores, times + 1_775_001_600).detections
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == len(found) >= 1
+    assert "\n" not in lines[0]
+    assert lines[0].startswith("drift alarm: detector=page_hinkley signal=score_mean feature=- cumulative_deviation=")
+    assert " threshold=50 event_time=2026-04-01T00:" in lines[0] and "scored_rows=" in lines[0]
+
+
+def test_adwin_skips_the_warm_up_only_when_it_compares_with_the_reference():
+    scores, labels, times = loss_stream(5_000, 3_000, seed=2)
+    plain = DriftMonitor()
+    plain.warm_from = 8_000.0
+    assert labelled_in_batches(plain, scores, labels, times) and plain.labelled_rows == 8_000
+    compared = DriftMonitor()
+    compared.warm_from, compared.expected_loss = 8_000.0, 0.1
+    assert labelled_in_batches(compared, scores, labels, times) == [] and compared.labelled_rows == 0
+
+
+def test_the_daemon_monitor_re_scores_the_sample_only_when_the_served_version_changes():
+    from types import SimpleNamespace
+
+    from fraudstream.config import load_settings
+    from fraudstream.monitoring.daemon_monitor import DaemonMonitor
+
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(5_000, 2))
+    ref = reference_from(X, names=["a", "b"], sample=1_000, labels=(rng.random(5_000) < 0.1).astype(float))
+
+    class Pipeline:  # what the monitor reads of the daemon's pipeline
+        served_version = 7
+        features = SimpleNamespace(first_event_us=1_000_000_000, warm_from_us=3_000_000_000)
+        calls = 0
+
+        def score_served(self, rows):
+            self.calls += 1
+            return np.full(len(rows), 0.01 * self.served_version)
+
+    monitor = DaemonMonitor(load_settings(), serve=False)
+    monitor.drift = DriftMonitor(reference=ref)
+    pipeline = Pipeline()
+
+    def batch(first: float):
+        monitor.collect(SimpleNamespace(scored=np.full(100, 0.05), scored_times=first + np.arange(100.0),
+                                        scored_X=X[:100], joined=None))
+        monitor.flush(pipeline)
+
+    batch(2_000.0)
+    assert pipeline.calls == 1 and monitor.drift.warm_from == 3_000.0
+    assert monitor.drift.expected_score == pytest.approx(0.07)
+    labels = np.asarray(ref["sample_labels"])
+    assert monitor.drift.expected_loss == pytest.approx(log_loss_each(labels, np.full(1_000, 0.07)).mean())
+    assert monitor.drift.scored_rows == 0  # before the warm-up
+    batch(3_000.0)
+    assert pipeline.calls == 1 and monitor.drift.scored_rows == 100  # same version: not re-scored
+    pipeline.served_version = 8
+    batch(3_100.0)
+    assert pipeline.calls == 2 and monitor.drift.expected_score == pytest.approx(0.08)
+
+    configured = DaemonMonitor(load_settings(monitoring={"drift_warmup_days": 0.5}), serve=False)
+    configured.drift = DriftMonitor(reference=ref)
+    configured.collect(SimpleNamespace(scored=np.full(1, 0.05), scored_times=np.zeros(1), scored_X=X[:1], joined=None))
+    configured.flush(pipeline)
+    assert configured.drift.warm_from == 1_000.0 + 43_200.0  # half a day after the first event
+
+
+def test_a_feature_raises_one_psi_alarm_per_crossing_not_one_per_window():
+    rng = np.random.default_rng(11)
+    ref = reference_from(rng.normal(size=(20_000, 2)), names=["amount", "count"])
+    settings = MonitoringSettings(drift_psi_window=1_000)
+    monitor = DriftMonitor(settings, reference=ref)
+
+    def window(shift_amount: float, shift_count: float = 0.0) -> list:
+        X = np.c_[rng.normal(shift_amount, 1, 1_000), rng.normal(shift_count, 1, 1_000)]
+        return monitor.update_scored_many(np.full(1_000, 0.05), np.arange(1_000.0), X).detections
+
+    assert window(0.0) == []
+    first = window(1.5)
+    assert [d.values["feature"] for d in first] == ["amount"]
+    assert window(1.5) == [] and window(1.5) == [] and monitor.last_psi["amount"] > 0.25  # still exported
+    restored = DriftMonitor(settings, reference=ref)
+    restored.load_state_dict(json_round_trip(monitor.state_dict()))
+    monitor = restored  # a restart does not raise it again
+    assert window(1.5) == []
+    assert [d.values["feature"] for d in window(1.5, 1.5)] == ["count"]  # another feature crosses
+    assert window(0.0) == []
+    assert [d.values["feature"] for d in window(1.5)] == ["amount"]  # back, then over again
