@@ -19,14 +19,15 @@ BENCH_KAFKA_PORT ?= 39192
 BENCH_KAFKA_CONTROLLER_PORT ?= 39193
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock kafka-jars test test-unit broker-start broker-stop broker-status \
+.PHONY: help venv lock kafka-jars test test-all test-unit broker-start broker-stop broker-status \
 	broker-logs bench demo clean
 
 help:
-	@echo "make venv          create $(VENV) ($(PYTHON)) and install fraudstream[test,bench] pinned by $(LOCK)"
+	@echo "make venv          create $(VENV) ($(PYTHON)) and install fraudstream[test,bench,confluent] pinned by $(LOCK)"
 	@echo "make lock          rewrite $(LOCK) from the installed venv"
 	@echo "make kafka-jars    fetch and cache the Kafka broker jars (Maven)"
 	@echo "make test          unit + integration tests against a real broker on $(TEST_KAFKA_PORT)"
+	@echo "make test-all      make test, with every daemon proof run on both Kafka clients"
 	@echo "make test-unit     unit tests only (no broker)"
 	@echo "make broker-start  start the development broker on 127.0.0.1:9092 (also broker-stop,"
 	@echo "                   broker-status, broker-logs)"
@@ -39,7 +40,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml $(wildcard $(LOCK))
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade-strategy only-if-needed \
-		$(if $(wildcard $(LOCK)),-c $(LOCK)) -e '.[test,bench]'
+		$(if $(wildcard $(LOCK)),-c $(LOCK)) -e '.[test,bench,confluent]'
 	@touch $@
 
 lock: venv
@@ -58,6 +59,10 @@ test: venv kafka-jars
 	trap 'exit 130' INT TERM; \
 	bootstrap=$$($(DEV_KAFKA) start --port $(TEST_KAFKA_PORT) --controller-port $(TEST_KAFKA_CONTROLLER_PORT)) || exit $$?; \
 	FRAUDSTREAM_TEST_BOOTSTRAP=$$bootstrap $(PYTEST) tests/unit tests/integration $(PYTEST_ARGS)
+
+# The slowest daemon proofs run on one Kafka client each in `make test`; here on both.
+test-all: export FRAUDSTREAM_TEST_ALL_CLIENTS = 1
+test-all: test
 
 test-unit: venv
 	$(PYTEST) tests/unit $(PYTEST_ARGS)

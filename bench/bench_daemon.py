@@ -1,23 +1,28 @@
-"""End-to-end daemon speed through a real broker, against a pass-through baseline.
+"""End-to-end daemon speed through a real broker, per Kafka client, against pass-through baselines.
 
 Usage (``make bench`` starts a broker and sets FRAUDSTREAM_BENCH_BOOTSTRAP)::
 
     FRAUDSTREAM_BENCH_BOOTSTRAP=127.0.0.1:9092 .venv/bin/python bench/bench_daemon.py
 
+Each measure runs once per ``kafka.client`` (``--clients``, default both), in one run so the
+ratios compare like with like on a machine whose load changes from minute to minute.
+
 1. Throughput: a backlog of simulated transactions and their label events is produced up
    front; the daemon (``fraudstream run``, a separate process, learning on) drains it, timed
-   from its first score to its last. The baseline is the same kafka-python consumer and
-   producer settings on the same inputs with no work: both topics read, each transaction
-   forwarded unchanged. The ratio compares transactions per second.
+   from its first score to its last. The baseline is a pass-through on the same client with
+   the daemon's consumer and producer settings on the same inputs and no work: both topics
+   read, each transaction forwarded unchanged. The ratio compares transactions per second;
+   the confluent daemon is also compared with the kafka-python one (target 2x).
 2. Latency: events (transactions and labels, half each) are produced at a fixed offered load
    (default 5,000/s) by a process of its own while the daemon runs; for each transaction, the
    time from its produce call to its score's arrival at a reader process. The load generator
    and the reader use librdkafka (confluent-kafka, the ``bench`` extra) so that they take as
    little as they can of the CPU they measure. p50/p90/p99 are
    reported, with the daemon's own histograms (produce time to score sent, batch time), and
-   then the same paced events through a pass-through relay process (what the Kafka clients
-   alone cost on this machine), and straight from the load generator to the reader (the
-   floor the broker and the harness set).
+   then the same paced events through a pass-through relay process on the same client (what
+   the Kafka client alone costs on this machine), and, once, straight from the load
+   generator to the reader (the floor the broker and the harness set). Target with
+   confluent: p99 <= 15 ms.
 
 Prints the figures and writes ``bench/results/daemon.json``.
 """
@@ -46,7 +51,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
+from fraudstream.config import KafkaSettings
 from fraudstream.config.simulate import SimulatorSettings
+from fraudstream.consumers.options import kafka_python_options, librdkafka_options
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import merged_events
 
@@ -179,16 +186,19 @@ def stream(customers: int, days: int, seed: int, tx_topic: str, label_topic: str
 
 
 def start_daemon(bootstrap: str, topics: dict[str, str], workdir: Path, group: str,
-                 checkpoint_seconds: float = 60, monitoring_port: int = 0) -> subprocess.Popen:
+                 checkpoint_seconds: float = 60, monitoring_port: int = 0, client: str = "kafka-python",
+                 profile: Path | None = None) -> subprocess.Popen:
     config = {
-        "kafka": {"bootstrap_servers": bootstrap, "group_id": group, "topics": topics, "rejoin_after_s": 15},
+        "kafka": {"client": client, "bootstrap_servers": bootstrap, "group_id": group, "topics": topics,
+                  "rejoin_after_s": 15},
         "checkpoints": {"directory": str(workdir / group), "every_seconds": checkpoint_seconds},
         "monitoring": {"port": monitoring_port},
     }
     path = workdir / f"{group}.yaml"
     path.write_text(yaml.safe_dump(config))
     log = open(workdir / f"{group}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "fraudstream", "run", "--config", str(path)], stdout=log, stderr=log)
+    python = [sys.executable] + (["-m", "cProfile", "-o", str(profile)] if profile else [])
+    proc = subprocess.Popen(python + ["-m", "fraudstream", "run", "--config", str(path)], stdout=log, stderr=log)
     return proc
 
 
@@ -218,47 +228,94 @@ def count_scores(bootstrap: str, topic: str, expected: int, timeout_s: float, ar
     return len(seen), first, last
 
 
-def pass_through(bootstrap: str, topics: dict[str, str], target: str, expected: int, batch: int) -> float:
+def pass_through(bootstrap: str, topics: dict[str, str], target: str, expected: int, batch: int,
+                 client: str = "kafka-python") -> float:
     """The daemon's client settings on the same inputs with no work: both topics read, each
     transaction forwarded unchanged to ``target``; transactions moved per second."""
-    consumer = KafkaConsumer(topics["transactions"], topics["labels"], bootstrap_servers=bootstrap,
-                             group_id=f"pass-{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
-                             enable_auto_commit=False, max_poll_records=batch, fetch_max_wait_ms=5)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
     moved, started = 0, None
-    while moved < expected:
-        for tp, records in consumer.poll(timeout_ms=200).items():
-            started = started or time.perf_counter()
-            if tp.topic == topics["transactions"]:
+    with PassThrough(client, bootstrap, topics, f"pass-{uuid.uuid4().hex[:8]}", "earliest", batch) as relay:
+        while moved < expected:
+            n = relay.forward(target, commit=True)
+            if n and started is None:
+                started = time.perf_counter()
+            moved += n
+        relay.flush()
+    return moved / (time.perf_counter() - started)
+
+
+class PassThrough:
+    """One client's consumer and producer with the daemon's options for that client (both
+    input topics read): each transaction forwarded unchanged, labels read and dropped."""
+
+    def __init__(self, client: str, bootstrap: str, topics: dict[str, str], group: str, reset: str, batch: int = 500):
+        self.client, self.tx_topic, self.batch = client, topics["transactions"], batch
+        inputs = [topics["transactions"], topics["labels"]]
+        kafka = KafkaSettings(bootstrap_servers=bootstrap, group_id=group, auto_offset_reset=reset, batch_size=batch)
+        if client == "confluent":
+            from confluent_kafka import Consumer, Producer
+
+            options = librdkafka_options(kafka)
+            self.consumer = Consumer(options.consumer)
+            self.consumer.subscribe(inputs)
+            self.producer = Producer(options.producer)
+        else:
+            options = kafka_python_options(kafka)
+            self.consumer = KafkaConsumer(*inputs, **options.consumer)
+            self.producer = KafkaProducer(**options.producer)
+
+    def __enter__(self) -> PassThrough:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.consumer.close()
+        if self.client == "confluent":
+            self.producer.flush(30)
+        else:
+            self.producer.close()
+
+    def assigned(self) -> bool:
+        self.forward(None)
+        return bool(self.consumer.assignment())
+
+    def forward(self, target: str | None, commit: bool = False) -> int:
+        """One poll; its transactions sent to ``target``; how many records it brought."""
+        if self.client == "confluent":
+            first = self.consumer.poll(0.1)
+            records = [] if first is None else [first] + self.consumer.consume(self.batch - 1, 0)
+            for r in records:
+                if target is not None and r.error() is None and r.topic() == self.tx_topic:
+                    self.producer.produce(target, value=r.value(), key=r.key())
+            self.producer.poll(0)
+            if commit and records:  # the daemon's options store no offsets: name them
+                from confluent_kafka import TopicPartition as Partition
+
+                ends = {(r.topic(), r.partition()): r.offset() + 1 for r in records if r.error() is None}
+                self.consumer.commit(offsets=[Partition(t, p, o) for (t, p), o in ends.items()], asynchronous=False)
+            return sum(1 for r in records if r.error() is None and r.topic() == self.tx_topic)
+        moved = 0
+        for tp, records in self.consumer.poll(timeout_ms=100).items():
+            if tp.topic == self.tx_topic:
                 for r in records:
-                    producer.send(target, key=r.key, value=r.value)
+                    if target is not None:
+                        self.producer.send(target, key=r.key, value=r.value)
                 moved += len(records)
-        consumer.commit()
-    producer.flush()
-    seconds = time.perf_counter() - started
-    consumer.close()
-    producer.close()
-    return moved / seconds
+        if commit:
+            self.consumer.commit()
+        return moved
+
+    def flush(self) -> None:
+        self.producer.flush()
 
 
-def relay(bootstrap: str, topics: dict[str, str], done) -> None:
+def relay(bootstrap: str, topics: dict[str, str], done, client: str = "kafka-python") -> None:
     """The pass-through baseline as a live process: the daemon's consumer and producer
     settings, both input topics read, each transaction forwarded unchanged to the scores
     topic (it carries its transaction_id), until ``done`` is set."""
-    consumer = KafkaConsumer(topics["transactions"], topics["labels"], bootstrap_servers=bootstrap,
-                             group_id=f"relay-{uuid.uuid4().hex[:8]}", auto_offset_reset="latest",
-                             enable_auto_commit=False, max_poll_records=500, fetch_max_wait_ms=5)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
-    while not consumer.assignment():
-        consumer.poll(timeout_ms=100)
-    done.wait(0)  # assigned: the caller may start producing
-    while not done.is_set():
-        for tp, records in consumer.poll(timeout_ms=100).items():
-            if tp.topic == topics["transactions"]:
-                for r in records:
-                    producer.send(topics["scores"], key=r.key, value=r.value)
-    producer.close()
-    consumer.close()
+    with PassThrough(client, bootstrap, topics, f"relay-{uuid.uuid4().hex[:8]}", "latest") as relay:
+        while not relay.assigned():
+            pass
+        while not done.is_set():
+            relay.forward(topics["scores"])
 
 
 def paced_run(args, topics: dict[str, str], live: list, workdir: Path) -> tuple[np.ndarray, float]:
@@ -302,6 +359,138 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def throughput(args, client: str, topics: dict[str, str], events: list, n_tx: int, copy_topic: str,
+               workdir: Path) -> dict:
+    """The daemon on ``client`` drains the backlog (learning on), timed from its first score
+    to its last; the pass-through on the same client moves the same inputs to ``copy_topic``."""
+    baseline = pass_through(args.bootstrap, topics, copy_topic, n_tx, 500, client)
+    print(f"[{client}] pass-through baseline (both topics read, transactions forwarded): {baseline:,.0f} transactions/s")
+    port = free_port()
+    proc = start_daemon(args.bootstrap, topics, workdir, f"{copy_topic}-daemon", monitoring_port=port, client=client)
+    try:
+        got, first, last = count_scores(args.bootstrap, topics["scores"], n_tx, timeout_s=900)
+        polls = histogram(port, "fraudstream_batch_size_events")
+        per_poll = sample_value(port, "fraudstream_batch_size_events_sum") / polls[float("inf")]
+    finally:
+        stop(proc)
+    daemon_tx_s = got / (last - first) if got and last > first else 0.0
+    # label events consumed with the transactions: those written before the last one (the
+    # daemon reads its inputs aligned by record time); later labels are not counted
+    consumed = max(i for i, e in enumerate(events) if e[3] is not None) + 1
+    events_s = daemon_tx_s * consumed / n_tx
+    print(f"[{client}] daemon: {got:,} transactions scored, {daemon_tx_s:,.0f} tx/s ({events_s:,.0f} events/s with "
+          f"the label events read meanwhile; learning on); ratio to pass-through {daemon_tx_s / baseline:.2f}; "
+          f"{per_poll:.0f} events per poll")
+    return {"transactions": got, "daemon_tx_per_s": daemon_tx_s, "daemon_events_per_s": events_s,
+            "pass_through_tx_per_s": baseline, "ratio": daemon_tx_s / baseline, "events_per_poll": per_poll}
+
+
+def latency(args, client: str, topics: dict[str, str], backlog: list, live: list, group: str, workdir: Path) -> dict:
+    """The daemon on ``client`` at ``args.rate`` events/s after a scored backlog, then the
+    same paced events through the pass-through relay on that client."""
+    port = free_port()
+    profile = workdir / f"{group}.prof" if args.profile else None
+    proc = start_daemon(args.bootstrap, topics, workdir, group, args.checkpoint_seconds, port, client=client,
+                        profile=profile)
+    try:
+        produce(args.bootstrap, backlog)
+        count_scores(args.bootstrap, topics["scores"], sum(1 for e in backlog if e[3] is not None), timeout_s=600)
+        print(f"[{client}] backlog scored; the learner caught up {learner_caught_up(port, 600):.0f} s later")
+        before = {"latency": histogram(port, "fraudstream_score_latency_seconds"),
+                  "batch": histogram(port, "fraudstream_batch_processing_seconds", {"stage": "total"})}
+        lat, offered = paced_run(args, topics, live, workdir / group)
+        inside = {
+            "produce_to_score_sent": share_within(before["latency"], histogram(port, "fraudstream_score_latency_seconds")),
+            "batch_processing": share_within(before["batch"], histogram(
+                port, "fraudstream_batch_processing_seconds", {"stage": "total"})),
+        }
+    finally:
+        stop(proc)
+    out = {"latency": summary(lat) | {"offered_events_per_s": offered, "inside_daemon_share_within": inside}}
+    if profile is not None:  # written when the daemon exits; backlog and paced run together
+        out["stages"] = stage_breakdown(profile)
+        print(f"[{client}] where the loop's time goes (cProfile, backlog and paced run): " + "; ".join(
+            f"{stage} {v['seconds']:.1f} s ({v['ms_per_batch']:.2f} ms/batch)" for stage, v in out["stages"].items()))
+    print(f"[{client}] latency at {offered:,.0f} events/s offered (transactions and labels, learning on, checkpoint "
+          f"every {args.checkpoint_seconds:g} s): " + describe(lat))
+    print(f"[{client}] inside the daemon (its own histograms over the paced run): " + "; ".join(
+        f"{what}: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()) for what, shares in inside.items()))
+
+    # the same paced events through the pass-through relay: what the client alone costs
+    base = {k: f"{group}-base-{k}" for k in topics}
+    create_topics(args.bootstrap, list(base.values()), args.partitions)
+    rename = {topics["transactions"]: base["transactions"], topics["labels"]: base["labels"]}
+    spawn = multiprocessing.get_context("spawn")
+    done = spawn.Event()
+    relayer = spawn.Process(target=relay, args=(args.bootstrap, base, done, client))
+    relayer.start()
+    try:
+        time.sleep(8)  # the relay has joined its group and holds its partitions
+        lat, offered = paced_run(args, base, [(rename[t], k, v, i) for t, k, v, i in live], workdir / f"{group}-relay")
+    finally:
+        done.set()
+        relayer.join(30)
+        if relayer.is_alive():
+            relayer.kill()
+    out["latency_pass_through"] = summary(lat) | {"offered_events_per_s": offered}
+    print(f"[{client}] pass-through relay at {offered:,.0f} events/s offered: " + describe(lat))
+    return out
+
+
+#: The loop's stages (the daemon's functions whose cumulative time each one is) for --profile.
+STAGES = {
+    "poll": ["consumers/kafka.py:*(poll)", "consumers/confluent.py:*(poll)"],
+    "decode": ["daemon/decode.py:*(decode_json)", "features/pipeline.py:*(parse)", "daemon/pipeline.py:*(parse_label)"],
+    "features": ["features/pipeline.py:*(replay_many)", "features/pipeline.py:*(normalize)"],
+    "score": ["models/online.py:*(score_many)"],
+    "produce": ["consumers/sink.py:*(send_json)"],
+    "learn (hand-off)": ["daemon/pipeline.py:*(_learn)"],
+    "monitoring": ["monitoring/daemon_monitor.py:*(on_batch)", "monitoring/daemon_monitor.py:*(on_idle)"],
+    "checkpoint capture": ["daemon/pipeline.py:*(capture_checkpoint)"],
+    "batch (process)": ["daemon/pipeline.py:*(process)"],
+}
+
+
+def stage_breakdown(profile: Path) -> dict[str, dict[str, float]]:
+    """Per stage of the loop (main thread, cProfile): seconds in all, and ms per batch."""
+    import fnmatch
+    import pstats
+
+    stats = pstats.Stats(str(profile)).stats
+    batches = sum(v[0] for k, v in stats.items() if fnmatch.fnmatch(f"{k[0]}:{k[1]}({k[2]})", "*daemon/app.py:*(_process)"))
+    out = {}
+    for stage, patterns in STAGES.items():
+        seconds = sum(v[3] for k, v in stats.items()
+                      if any(fnmatch.fnmatch(f"{k[0]}:{k[1]}({k[2]})", "*" + p) for p in patterns))
+        out[stage] = {"seconds": seconds, "ms_per_batch": 1000 * seconds / batches if batches else float("nan")}
+    return out
+
+
+#: The targets of the confluent client (issue 13).
+P99_TARGET_MS = 15.0
+THROUGHPUT_TARGET = 2.0
+
+
+def targets(report: dict) -> dict:
+    """The confluent targets against what this run measured (when it measured both)."""
+    clients = report["clients"]
+    out: dict = {"lines": []}
+    confluent = clients.get("confluent", {})
+    if "latency" in confluent:
+        p99 = confluent["latency"].get("p99_ms", float("nan"))
+        out["confluent_p99_ms"] = p99
+        out["confluent_p99_met"] = bool(p99 <= P99_TARGET_MS)
+        out["lines"].append(f"target: confluent p99 {p99:.1f} ms <= {P99_TARGET_MS:g} ms: "
+                            f"{'met' if out['confluent_p99_met'] else 'MISSED'}")
+    if "throughput" in confluent and "throughput" in clients.get("kafka-python", {}):
+        ratio = confluent["throughput"]["daemon_tx_per_s"] / clients["kafka-python"]["throughput"]["daemon_tx_per_s"]
+        out["throughput_ratio"] = ratio
+        out["throughput_met"] = bool(ratio >= THROUGHPUT_TARGET)
+        out["lines"].append(f"target: confluent daemon throughput {ratio:.2f}x kafka-python's >= "
+                            f"{THROUGHPUT_TARGET:g}x: {'met' if out['throughput_met'] else 'MISSED'}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default=os.environ.get("FRAUDSTREAM_BENCH_BOOTSTRAP", "127.0.0.1:9092"))
@@ -315,94 +504,48 @@ def main() -> None:
                         help="the daemon's checkpoints.every_seconds (every_steps keeps its default)")
     parser.add_argument("--skip-throughput", action="store_true", help="only the latency run")
     parser.add_argument("--skip-latency", action="store_true", help="only the throughput run")
+    parser.add_argument("--clients", type=lambda text: text.split(","), default=["kafka-python", "confluent"],
+                        help="Kafka clients to measure, comma-separated (kafka.client values)")
+    parser.add_argument("--profile", action="store_true",
+                        help="run the latency daemons under cProfile and print where the loop's time goes "
+                             "(slows them: their latency is not comparable)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "daemon.json")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:6]
     workdir = Path(tempfile.mkdtemp(prefix="fraudstream-bench-"))
-    report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "args": vars(args) | {"out": str(args.out)}}
+    report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "args": vars(args) | {"out": str(args.out)},
+                    "clients": {client: {} for client in args.clients}}
 
-    # 1. throughput on a backlog, and the pass-through baseline on the same inputs
+    # 1. throughput on a backlog, and the pass-through baseline on the same inputs, per client
     if not args.skip_throughput:
-        topics = {k: f"bench-{run}-{k}" for k in ("transactions", "labels", "scores", "dlq")}
-        create_topics(args.bootstrap, list(topics.values()) + [f"bench-{run}-copy"], args.partitions)
-        events = stream(args.customers, args.days, 1, topics["transactions"], topics["labels"])
+        inputs = {k: f"bench-{run}-{k}" for k in ("transactions", "labels")}
+        outputs = [f"bench-{run}-{c}-{k}" for c in args.clients for k in ("scores", "dlq", "copy")]
+        create_topics(args.bootstrap, list(inputs.values()) + outputs, args.partitions)
+        events = stream(args.customers, args.days, 1, inputs["transactions"], inputs["labels"])
         n_tx = sum(1 for e in events if e[3] is not None)
         produce(args.bootstrap, events)
         print(f"backlog: {n_tx:,} transactions and {len(events) - n_tx:,} label events")
-        baseline = pass_through(args.bootstrap, topics, f"bench-{run}-copy", n_tx, 500)
-        print(f"pass-through baseline (both topics read, transactions forwarded): {baseline:,.0f} transactions/s")
-        port = free_port()
-        proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-a", monitoring_port=port)
-        try:
-            got, first, last = count_scores(args.bootstrap, topics["scores"], n_tx, timeout_s=900)
-            polls = histogram(port, "fraudstream_batch_size_events")
-            per_poll = sample_value(port, "fraudstream_batch_size_events_sum") / polls[float("inf")]
-        finally:
-            stop(proc)
-        daemon_tx_s = got / (last - first) if got and last > first else 0.0
-        # label events consumed with the transactions: those written before the last one (the
-        # daemon reads its inputs aligned by record time); later labels are not counted
-        consumed = max(i for i, e in enumerate(events) if e[3] is not None) + 1
-        events_s = daemon_tx_s * consumed / n_tx
-        print(f"daemon: {got:,} transactions scored, {daemon_tx_s:,.0f} tx/s ({events_s:,.0f} events/s with the label "
-              f"events read meanwhile; learning on); ratio to pass-through {daemon_tx_s / baseline:.2f}; "
-              f"{per_poll:.0f} events per poll")
-        report["throughput"] = {"transactions": got, "daemon_tx_per_s": daemon_tx_s, "daemon_events_per_s": events_s,
-                                "pass_through_tx_per_s": baseline, "ratio": daemon_tx_s / baseline,
-                                "events_per_poll": per_poll}
+        for client in args.clients:
+            topics = inputs | {k: f"bench-{run}-{client}-{k}" for k in ("scores", "dlq")}
+            report["clients"][client]["throughput"] = throughput(args, client, topics, events, n_tx,
+                                                                 f"bench-{run}-{client}-copy", workdir)
 
     # 2. latency at a fixed offered load: 7 days of backlog first (so labels flow and the
     #    daemon learns), then the following days paced at --rate events/s. The load generator
     #    and the score reader are processes of their own, so neither one's work (nor the GIL
     #    they would share) delays the other's clock.
     if not args.skip_latency:
-        topics = {k: f"bench-{run}-lat-{k}" for k in ("transactions", "labels", "scores", "dlq")}
-        create_topics(args.bootstrap, list(topics.values()), args.partitions)
         live_days = max(1, int(np.ceil(args.rate * args.latency_seconds / (args.customers * 4))))
-        backlog, live = stream(args.customers, 7 + live_days, 2, topics["transactions"], topics["labels"], split_day=7)
-        live = live[: int(args.rate * args.latency_seconds)]
-        port = free_port()
-        proc = start_daemon(args.bootstrap, topics, workdir, f"bench-{run}-b", args.checkpoint_seconds, port)
-        try:
-            produce(args.bootstrap, backlog)
-            count_scores(args.bootstrap, topics["scores"], sum(1 for e in backlog if e[3] is not None), timeout_s=600)
-            print(f"backlog scored; the learner caught up {learner_caught_up(port, 600):.0f} s later")
-            before = {"latency": histogram(port, "fraudstream_score_latency_seconds"),
-                      "batch": histogram(port, "fraudstream_batch_processing_seconds", {"stage": "total"})}
-            lat, offered = paced_run(args, topics, live, workdir / "daemon")
-            inside = {
-                "produce_to_score_sent": share_within(before["latency"], histogram(port, "fraudstream_score_latency_seconds")),
-                "batch_processing": share_within(before["batch"], histogram(
-                    port, "fraudstream_batch_processing_seconds", {"stage": "total"})),
-            }
-        finally:
-            stop(proc)
-        report["latency"] = summary(lat) | {"offered_events_per_s": offered, "inside_daemon_share_within": inside}
-        print(f"latency at {offered:,.0f} events/s offered (transactions and labels, learning on, checkpoint every "
-              f"{args.checkpoint_seconds:g} s): " + describe(lat))
-        print("inside the daemon (its own histograms over the paced run): " + "; ".join(
-            f"{what}: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()) for what, shares in inside.items()))
-
-        # the same paced events through the pass-through relay: what kafka-python alone costs
-        base = {k: f"bench-{run}-base-{k}" for k in topics}
-        create_topics(args.bootstrap, list(base.values()), args.partitions)
-        rename = {topics["transactions"]: base["transactions"], topics["labels"]: base["labels"]}
-        done = multiprocessing.get_context("spawn").Event()
-        relayer = multiprocessing.get_context("spawn").Process(target=relay, args=(args.bootstrap, base, done))
-        relayer.start()
-        try:
-            time.sleep(8)  # the relay has joined its group and holds its partitions
-            lat, offered = paced_run(args, base, [(rename[t], k, v, i) for t, k, v, i in live], workdir / "relay")
-        finally:
-            done.set()
-            relayer.join(30)
-            if relayer.is_alive():
-                relayer.kill()
-        report["latency_pass_through"] = summary(lat) | {"offered_events_per_s": offered}
-        print(f"pass-through relay at {offered:,.0f} events/s offered: " + describe(lat))
+        live = None
+        for client in args.clients:
+            topics = {k: f"bench-{run}-lat-{client}-{k}" for k in ("transactions", "labels", "scores", "dlq")}
+            create_topics(args.bootstrap, list(topics.values()), args.partitions)
+            backlog, live = stream(args.customers, 7 + live_days, 2, topics["transactions"], topics["labels"], split_day=7)
+            live = live[: int(args.rate * args.latency_seconds)]
+            report["clients"][client] |= latency(args, client, topics, backlog, live, f"bench-{run}-lat-{client}", workdir)
 
         # and with nothing between them: each transaction goes straight to the topic the
-        # reader reads. The floor this machine (broker and harness) sets under both runs.
+        # reader reads. The floor this machine (broker and harness) sets under every run.
         floor = {k: f"bench-{run}-floor-{k}" for k in topics}
         create_topics(args.bootstrap, list(floor.values()), args.partitions)
         rename = {topics["transactions"]: floor["scores"], topics["labels"]: floor["labels"]}
@@ -410,6 +553,9 @@ def main() -> None:
         report["latency_floor"] = summary(lat) | {"offered_events_per_s": offered}
         print(f"no relay (load generator straight to the reader) at {offered:,.0f} events/s offered: " + describe(lat))
 
+    report["targets"] = targets(report)
+    for line in report["targets"].get("lines", []):
+        print(line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float))
     print(f"wrote {args.out}")

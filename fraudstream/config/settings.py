@@ -33,6 +33,9 @@ class Topics(Section):
 
 
 class KafkaSettings(Section):
+    client: Literal["kafka-python", "confluent"] = Field(
+        "kafka-python", description="Kafka client library: kafka-python, or confluent (librdkafka)"
+    )
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: Topics = Topics()
     group_id: str = "fraudstream"

@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import orjson
 from kafka import AsyncConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import MemberToRemove
 from kafka.errors import (
@@ -33,53 +32,27 @@ from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from fraudstream.config import KafkaSettings
+from fraudstream.consumers.align import MAX_SKEW_MS, RecordTimeAlignment
 from fraudstream.consumers.exceptions import KafkaConnectFailed, KafkaMemberFenced, SinkFailed
+from fraudstream.consumers.options import kafka_python_options
+from fraudstream.consumers.sink import JsonSink
 
 log = logging.getLogger(__name__)
 
 Offsets = dict[tuple[str, int], int]
 
-#: A partition whose newest delivered record is this much newer (Kafka record time) than the
-#: slowest partition that still has records to read waits until that one catches up. Small:
-#: a backlog written by a fast producer packs days of event time into one second (at 1 s,
-#: a test backlog's labels fell weeks behind its transactions and their rows expired).
-MAX_SKEW_MS = 100
 #: Poll timeout while the alignment holds partitions paused. With nothing else to fetch,
 #: kafka-python 3.0.12 sleeps through the whole timeout (up to retry_backoff_ms, 100 ms) before
 #: it looks at resumed partitions again; catching up on a backlog, that sleep took more than
 #: half of the loop's time.
 ALIGNED_POLL_MS = 5
-#: A partition that delivered nothing for this long stops holding the others back.
-ALIGN_IDLE_S = 30.0
 #: How long a poll may take to finish a pending group rebalance, rebalance hooks included.
 REBALANCE_WAIT_MS = 60_000
 
 
-def fetch_bytes(kafka: KafkaSettings) -> int:
-    """Bytes fetched per partition; a single larger record still comes through whole."""
-    return max(1 << 20, kafka.max_event_bytes * 4)
-
-
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     """Connection and security options shared by consumers, producers and admin clients."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers.split(","),
-        "client_id": kafka.client_id,
-        "security_protocol": kafka.security_protocol,
-        "reconnect_backoff_max_ms": 2_000,
-        # a consumer whose first join saw no partitions waits for the next metadata refresh
-        "metadata_max_age_ms": 30_000,
-    }
-    if kafka.sasl_mechanism:
-        options["sasl_mechanism"] = kafka.sasl_mechanism
-        options["sasl_plain_username"] = kafka.sasl_username
-        options["sasl_plain_password"] = kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
-    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-        if getattr(kafka, key):
-            options[key] = str(getattr(kafka, key))
-    if kafka.ssl_password:
-        options["ssl_password"] = kafka.ssl_password.get_secret_value()
-    return options
+    return kafka_python_options(kafka).common
 
 
 #: How long the start-up check waits for each step (TCP, TLS, a Kafka answer, bootstrap).
@@ -317,20 +290,10 @@ class KafkaSource:
         self.group_instance_id = group_instance_id
         self.fenced = False  # another consumer took this static member's place
         self.max_skew_ms = max_skew_ms
-        # per partition: record time of the newest delivered record, and when it came
-        self._heads: dict[TopicPartition, tuple[int, float]] = {}
-        self._assigned_at: dict[TopicPartition, float] = {}  # partitions yet to deliver a record
-        self.consumer = KafkaConsumer(
-            group_id=kafka.group_id,
-            group_instance_id=group_instance_id,
-            enable_auto_commit=False,
-            auto_offset_reset=kafka.auto_offset_reset,
-            max_poll_records=kafka.batch_size,
-            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-            fetch_min_bytes=1,
-            max_partition_fetch_bytes=fetch_bytes(kafka),
-            **client_options(kafka),
-        )
+        self._alignment = RecordTimeAlignment(max_skew_ms or 0)
+        options = kafka_python_options(kafka, group_instance_id)
+        self.poll_timeout_ms = options.poll["timeout_ms"]  # max_records is the consumer's max_poll_records
+        self.consumer = KafkaConsumer(**options.consumer)
         listener = _Rebalance(on_revoked, on_assigned)
         listener.net = self.consumer._net  # noqa: SLF001 - the loop that runs the listener
         topics = list(topics)
@@ -345,7 +308,7 @@ class KafkaSource:
 
     def poll(self, timeout_ms: int | None = None) -> list:
         """Records of one poll, in partition order (each partition's records in offset order)."""
-        timeout = self.kafka.poll_timeout_ms if timeout_ms is None else timeout_ms
+        timeout = self.poll_timeout_ms if timeout_ms is None else timeout_ms
         self._finish_rebalance()
         if self.max_skew_ms is not None:
             self._unstick_fetcher()
@@ -392,51 +355,29 @@ class KafkaSource:
             fetcher._next_partition_records = None  # noqa: SLF001
 
     def _align(self, batches: dict) -> None:
-        """Pause partitions that ran ahead of the others in record time; resume them later.
-
-        Kafka orders records within a partition only. Catching up on a backlog, a consumer
-        can drain the transactions topic weeks (of event time) ahead of the labels topic;
-        the scored rows then expire from the pending store before their labels are read,
-        and those labels are never learned. Keeping every partition within ``max_skew_ms``
-        of the slowest one that still has records to read replays a backlog in about the
-        order it was written (Kafka Streams aligns its inputs by record time the same way).
-        A partition with records to read that has not delivered any yet holds the others
-        back; one that delivers nothing for ``ALIGN_IDLE_S`` stops holding them.
-        """
+        """Pause partitions that ran ahead of the others in record time; resume them later
+        (see :mod:`fraudstream.consumers.align`)."""
         now = time.monotonic()
         for tp, records in batches.items():
-            if records and records[-1].timestamp >= 0:
-                self._heads[tp] = (records[-1].timestamp, now)
+            if records:
+                self._alignment.delivered(tp, records[-1].timestamp, now)
         try:
-            assigned = self.consumer.assignment()
-            for tp in [tp for tp in self._heads if tp not in assigned]:
-                del self._heads[tp]
-            for tp in [tp for tp in self._assigned_at if tp not in assigned]:
-                del self._assigned_at[tp]
-            floor = None
-            for tp in assigned:
-                if tp in self._heads:
-                    stamp, seen = self._heads[tp]
-                else:  # nothing delivered yet: it may be the furthest behind
-                    stamp, seen = float("-inf"), self._assigned_at.setdefault(tp, now)
-                if now - seen >= ALIGN_IDLE_S or (floor is not None and stamp >= floor):
-                    continue
-                # records left to read? (the position also steps over transaction markers)
-                highwater = self.consumer.highwater(tp)
-                position = self._position(tp) if highwater is not None else None
-                if highwater is None or position is None or position < highwater:
-                    floor = stamp
-            limit = None if floor is None else floor + self.max_skew_ms
+            ahead = self._alignment.ahead(self.consumer.assignment(), self._records_left, now)
             paused = self.consumer.paused()
-            ahead = {tp for tp, head in self._heads.items() if limit is not None and head[0] > limit}
             if ahead - paused:
-                log.debug("pausing %s: ahead of record time %s", sorted(ahead - paused), limit)
+                log.debug("pausing %s: ahead in record time", sorted(ahead - paused))
                 self.consumer.pause(*(ahead - paused))
             if paused - ahead:
-                log.debug("resuming %s: record time limit %s", sorted(paused - ahead), limit)
+                log.debug("resuming %s", sorted(paused - ahead))
                 self.consumer.resume(*(paused - ahead))
         except (KafkaError, KeyError, TypeError) as exc:  # assignment changed meanwhile: decide next poll
             log.debug("input alignment skipped: %s", exc)
+
+    def _records_left(self, tp: TopicPartition) -> bool:
+        """Records left to read? (the position also steps over transaction markers)"""
+        highwater = self.consumer.highwater(tp)
+        position = self._position(tp) if highwater is not None else None
+        return highwater is None or position is None or position < highwater
 
     def resolved_position(self, topic: str, partition: int) -> int | None:
         """The next offset to fetch of an assigned partition; None until it is known."""
@@ -505,49 +446,60 @@ class KafkaSource:
 
     def _fenced(self, exc: KafkaError) -> KafkaMemberFenced:
         self.fenced = True
-        return KafkaMemberFenced(
-            f"another consumer joined group {self.kafka.group_id!r} with this daemon's static instance id "
-            f"{self.group_instance_id!r} and took its partitions ({type(exc).__name__}); give each daemon its own "
-            "kafka.group_instance_id (or leave it at auto)"
-        )
+        return member_fenced(self.kafka, self.group_instance_id, type(exc).__name__)
 
     def close(self) -> None:
         """Close the consumer; a static member also leaves the group, so that its partitions
         move to the other members now rather than after the session timeout."""
         self.consumer.close(autocommit=False, timeout_ms=10_000)
         if self.group_instance_id is not None and not self.fenced:  # fenced: the id is another's now
-            self._leave_group()
+            leave_static_group(self.kafka, self.group_instance_id)
 
-    def _leave_group(self) -> None:
-        """Remove this static member from its group (LeaveGroup v3+ by instance id).
 
-        kafka-python, like the Java client (KIP-345), sends no LeaveGroup when a static member
-        closes: a restart is then meant to take its partitions back without a rebalance. That
-        suits a crash, but after a clean stop the partitions would idle until the session
-        timeout (45 s). A failure only costs that wait, so it is logged and the stop goes on.
-        """
-        admin = None
-        try:
-            admin = KafkaAdminClient(
-                **client_options(self.kafka) | {"client_id": f"{self.kafka.client_id}-leave"},
-                request_timeout_ms=10_000,
-                bootstrap_timeout_ms=10_000,
-            )
-            member = MemberToRemove(group_instance_id=self.group_instance_id, reason="fraudstream stopped")
-            answers = admin.remove_group_members(self.kafka.group_id, [member]).values()
-            # not a member (it never joined, or another took the id): nothing to hand over
-            refused = [error.__name__ for error in answers if error not in (NoError, UnknownMemberIdError)]
-        except KafkaError as exc:
-            refused = str(exc) or type(exc).__name__
-        finally:
-            if admin is not None:
-                admin.close()
-        if refused:
-            log.warning("could not leave group %s as %s (its partitions move after the session timeout): %s",
-                        self.kafka.group_id, self.group_instance_id, refused)
-        else:
-            log.info("left group %s as static member %s", self.kafka.group_id, self.group_instance_id)
+def member_fenced(kafka: KafkaSettings, group_instance_id: str | None, cause: str) -> KafkaMemberFenced:
+    """The error a source raises once another consumer took its static member id."""
+    return KafkaMemberFenced(
+        f"another consumer joined group {kafka.group_id!r} with this daemon's static instance id "
+        f"{group_instance_id!r} and took its partitions ({cause}); give each daemon its own "
+        "kafka.group_instance_id (or leave it at auto)"
+    )
 
+
+def leave_static_group(kafka: KafkaSettings, group_instance_id: str) -> None:
+    """Remove a static member from its group (LeaveGroup v3+ by instance id).
+
+    kafka-python and librdkafka, like the Java client (KIP-345), send no LeaveGroup when a
+    static member closes: a restart is then meant to take its partitions back without a
+    rebalance. That suits a crash, but after a clean stop the partitions would idle until the
+    session timeout (45 s). A failure only costs that wait, so it is logged and the stop goes on.
+    """
+    admin = None
+    # kafka-python's admin client logs its whole configuration, password included, at DEBUG
+    admin_log = logging.getLogger("kafka.admin.client")
+    level = admin_log.level
+    admin_log.setLevel(max(level, logging.INFO))
+    try:
+        admin = KafkaAdminClient(
+            **client_options(kafka) | {"client_id": f"{kafka.client_id}-leave"},
+            request_timeout_ms=10_000,
+            bootstrap_timeout_ms=10_000,
+        )
+        admin_log.setLevel(level)
+        member = MemberToRemove(group_instance_id=group_instance_id, reason="fraudstream stopped")
+        answers = admin.remove_group_members(kafka.group_id, [member]).values()
+        # not a member (it never joined, or another took the id): nothing to hand over
+        refused = [error.__name__ for error in answers if error not in (NoError, UnknownMemberIdError)]
+    except KafkaError as exc:
+        refused = str(exc) or type(exc).__name__
+    finally:
+        admin_log.setLevel(level)
+        if admin is not None:
+            admin.close()
+    if refused:
+        log.warning("could not leave group %s as %s (its partitions move after the session timeout): %s",
+                    kafka.group_id, group_instance_id, refused)
+    else:
+        log.info("left group %s as static member %s", kafka.group_id, group_instance_id)
 
 @functools.lru_cache(maxsize=1 << 16)
 def key_hash(key: bytes) -> int:
@@ -556,24 +508,12 @@ def key_hash(key: bytes) -> int:
     return murmur2(key) & 0x7FFFFFFF
 
 
-class KafkaSink:
+class KafkaSink(JsonSink):
     """Produces scores and DLQ records; ``flush`` makes them durable before a commit."""
 
     def __init__(self, kafka: KafkaSettings):
         self.kafka = kafka
-        self.producer = KafkaProducer(
-            acks="all",
-            linger_ms=1,
-            retries=2**31 - 1,
-            # kafka-python 3.0.12's idempotent producer turns any non-retriable batch error
-            # (e.g. a record over the topic's max.message.bytes) into a fatal state that fails
-            # every later send; scores are at-least-once anyway, so retries may duplicate them.
-            enable_idempotence=False,
-            max_block_ms=60_000,
-            # a DLQ record carries an oversize input in base64 (4/3 of its size, plus fields)
-            max_request_size=2 * fetch_bytes(kafka),
-            **client_options(kafka),
-        )
+        self.producer = KafkaProducer(**kafka_python_options(kafka).producer)
         self.failed = 0  # records the broker refused for good (each one logged)
         self._smaller: deque[tuple[str, bytes | None, bytes]] = deque()  # to send in their place
 
@@ -633,12 +573,6 @@ class KafkaSink:
             return
         self.failed += 1
         log.error("a %d-byte record for %s was not delivered: %s", size, topic, exc)
-
-    def send_json(self, topic: str, event: dict, key: bytes | None = None, if_too_large: dict | None = None) -> None:
-        self.send(
-            topic, orjson.dumps(event, option=orjson.OPT_SERIALIZE_NUMPY), key,
-            if_too_large=None if if_too_large is None else orjson.dumps(if_too_large, option=orjson.OPT_SERIALIZE_NUMPY),
-        )
 
     def flush(self, timeout_s: float = 60.0) -> None:
         """Wait until every queued record is acknowledged (or failed for good)."""

@@ -1,8 +1,8 @@
 """The long-running Kafka daemon: poll, process, produce, checkpoint, resume, stop cleanly.
 
-One thread owns the loop. kafka-python runs rebalance callbacks on its I/O thread; they
-hand their work to a worker thread that takes the same lock as the loop, so a revocation
-checkpoints between two batches, never inside one.
+One thread owns the loop. The Kafka client runs the rebalance hooks on a thread of its own
+or inside the loop's poll; either way they take the same (reentrant) lock as the loop, so a
+revocation checkpoints between two batches, never inside one.
 
 Order of a checkpoint (see :mod:`fraudstream.daemon.checkpoint`): copy the state and the
 offsets between two batches; then, on a writer thread while the loop scores on, flush the
@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from fraudstream.config import Settings
+from fraudstream.consumers.clients import check_connection, kafka_sink, kafka_source
 from fraudstream.consumers.exceptions import KafkaMemberFenced, SinkFailed
-from fraudstream.consumers.kafka import KafkaSink, KafkaSource, check_connection
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
 from fraudstream.daemon.lifecycle import ModelRequests
@@ -137,7 +137,7 @@ class Daemon:
         self._kind_of = {topics.transactions: TX, topics.labels: LABEL}
         self.group_instance_id = group_instance_id(settings)
         self._first_scores = True
-        self.source: KafkaSource | None = None
+        self.source: Any = None  # consumers.clients.kafka_source
         self.closing = False
         self.rebuilds = 0
         self._unassigned_since: float | None = None
@@ -149,7 +149,7 @@ class Daemon:
         self.model_requests = ModelRequests(self.store.directory)  # `fraudstream model promote|rollback`
         if monitor is not None:
             monitor.attach(self)
-        self.sink: KafkaSink | None = None
+        self.sink: Any = None  # consumers.clients.kafka_sink
 
     # -- rebalance hooks (worker thread) ----------------------------------------------------
 
@@ -196,7 +196,7 @@ class Daemon:
             self._install_signals()
         kafka = self.settings.kafka
         check_connection(kafka)  # a wrong password, CA or protocol fails here, naming the cause
-        self.sink = KafkaSink(kafka)
+        self.sink = kafka_sink(kafka)
         self.source = self._new_source()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         self.pipeline.learn_in_background()  # scoring never waits for a training step
@@ -250,11 +250,11 @@ class Daemon:
         if self.fenced is not None:
             raise self.fenced  # stopped with its state checkpointed; the other daemon goes on
 
-    def _new_source(self) -> KafkaSource:
+    def _new_source(self) -> Any:
         kafka = self.settings.kafka
         self._unassigned_since = time.monotonic()
-        return KafkaSource(kafka, [kafka.topics.transactions, kafka.topics.labels], self._on_revoked, self._on_assigned,
-                           group_instance_id=self.group_instance_id)
+        return kafka_source(kafka, [kafka.topics.transactions, kafka.topics.labels], self._on_revoked, self._on_assigned,
+                            group_instance_id=self.group_instance_id)
 
     def _watch_broker(self, now: float) -> None:
         """One WARNING when no broker has been reachable for ``BROKER_AWAY_AFTER_S``, one INFO

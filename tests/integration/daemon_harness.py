@@ -45,6 +45,27 @@ LOG_LEVEL = os.environ.get("FRAUDSTREAM_TEST_DAEMON_LOG_LEVEL", "info")
 #: Environment of every daemon: a wide console so Rich never wraps a log line we look for.
 DAEMON_ENV = {"PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
+#: The Kafka clients a daemon can run on (``kafka.client``).
+CLIENTS = ("kafka-python", "confluent")
+#: ``make test-all`` sets it: every daemon proof runs with every client.
+ALL_CLIENTS = os.environ.get("FRAUDSTREAM_TEST_ALL_CLIENTS") == "1"
+
+
+def with_clients(*in_make_test: str) -> pytest.MarkDecorator:
+    """Run a daemon test once per Kafka client (the ``daemons`` fixture sets
+    ``kafka.client``); ``make test`` runs only the clients named here, ``make test-all`` all.
+
+    The slowest proofs run with one client each in ``make test`` (both clients are proven
+    somewhere there), the others with both.
+    """
+    unknown = set(in_make_test) - set(CLIENTS)
+    assert not unknown, f"unknown Kafka clients {unknown}"
+    return pytest.mark.parametrize("kafka_client", [
+        pytest.param(client, marks=() if ALL_CLIENTS or client in in_make_test
+                     else pytest.mark.skip(reason=f"{client}: only in make test-all"))
+        for client in CLIENTS
+    ])
+
 
 # -- topics and configuration ------------------------------------------------------------
 
@@ -293,9 +314,10 @@ class DaemonExited(AssertionError):
 class Daemon:
     """One ``fraudstream run`` process, its log file and the offset where its log starts."""
 
-    def __init__(self, proc: subprocess.Popen, log_path: Path):
+    def __init__(self, proc: subprocess.Popen, log_path: Path, client: str = CLIENTS[0]):
         self.proc = proc
         self.log_path = log_path
+        self.client = client
 
     @property
     def pid(self) -> int:
@@ -358,14 +380,18 @@ class DaemonRunner:
     """Starts daemons for one test and kills, by pid, any still running when it ends."""
 
     workdir: Path
+    client: str = "kafka-python"
     started: list[Daemon] = field(default_factory=list)
 
     def start(
-        self, config: Path, name: str | None = None, args: Iterable[str] = (), env: dict[str, str] | None = None
+        self, config: Path, name: str | None = None, args: Iterable[str] = (), env: dict[str, str] | None = None,
+        client: str | None = None,
     ) -> Daemon:
-        """``fraudstream run --config CONFIG [args]``, logging to ``<name>.log``; ``env`` adds
-        to the environment (a secret kept out of the config file)."""
+        """``fraudstream run --config CONFIG [args]`` on ``client`` (else the runner's),
+        logging to ``<name>.log``; ``env`` adds to the environment (a secret kept out of the
+        config file)."""
         name = name or f"daemon-{len(self.started) + 1}"
+        client = client or self.client
         log_path = self.workdir / f"{name}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -374,10 +400,10 @@ class DaemonRunner:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=os.environ | DAEMON_ENV | (env or {}),
+                env=os.environ | DAEMON_ENV | {"FRAUDSTREAM__KAFKA__CLIENT": client} | (env or {}),
                 start_new_session=True,
             )
-        daemon = Daemon(proc, log_path)
+        daemon = Daemon(proc, log_path, client)
         self.started.append(daemon)
         return daemon
 
@@ -389,6 +415,13 @@ class DaemonRunner:
                 except ProcessLookupError:
                     pass
                 daemon.proc.wait(timeout=30)
+
+    def assert_client_used(self) -> None:
+        """Every daemon that got as far as its Kafka source ran on the client it was given."""
+        for daemon in self.started:
+            log = daemon.log()
+            if "Kafka client:" in log:
+                assert f"Kafka client: {daemon.client} " in log, f"{daemon.log_path.name} did not run on {daemon.client}"
 
     def assert_none_running(self) -> None:
         alive = [d.pid for d in self.started if d.proc.poll() is None]
@@ -413,13 +446,15 @@ def processes_running(marker: str) -> list[int]:
 
 
 @pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[DaemonRunner]:
-    """``daemons.start(config)``; every daemon still running at the end is SIGKILLed."""
-    runner = DaemonRunner(tmp_path)
+def daemons(tmp_path: Path, kafka_client: str) -> Iterator[DaemonRunner]:
+    """``daemons.start(config)`` on ``kafka_client`` (see :func:`with_clients`); every daemon
+    still running at the end is SIGKILLed."""
+    runner = DaemonRunner(tmp_path, kafka_client)
     try:
         yield runner
     finally:
         runner.close()
+    runner.assert_client_used()
 
 
 # -- a dedicated broker -------------------------------------------------------------------

@@ -28,6 +28,7 @@ from daemon_harness import (
     produce_records,
     scored_ids,
     seeded,
+    with_clients,
     write_config,
 )
 
@@ -100,6 +101,7 @@ LABEL_KINDS = [
 ]
 
 
+@with_clients("kafka-python", "confluent")
 def test_invalid_events_go_to_the_dlq_and_are_never_scored_or_learned(kafka_bootstrap, unique_topic, daemons, tmp_path):
     rng = seeded(7)
     stream = Stream.simulated(customers=120, terminals=240, days=20, seed=3)
@@ -184,6 +186,7 @@ def test_invalid_events_go_to_the_dlq_and_are_never_scored_or_learned(kafka_boot
     daemons.assert_none_running()
 
 
+@with_clients("kafka-python", "confluent")
 def test_an_event_too_large_for_the_dlq_topic_is_dead_lettered_trimmed(kafka_bootstrap, unique_topic, daemons, tmp_path):
     """With the DLQ topic at the broker's default 1 MB limit, the base64 of a ~900 KB event
     does not fit: the broker refuses it and the daemon sends a trimmed record instead (the

@@ -28,6 +28,7 @@ from daemon_harness import (
     free_port_pair,
     newest_checkpoint,
     scored_ids,
+    with_clients,
     write_config,
 )
 from fraudstream.config import KafkaSettings, Topics
@@ -50,6 +51,7 @@ def broker(tmp_path):
         broker.stop()
 
 
+@with_clients("kafka-python")
 def test_a_broker_outage_mid_stream_loses_nothing(broker, daemons, tmp_path):
     sim = simulate(SimulatorSettings(customers=330, terminals=660), 45, 17)
     tx_ids = sim.transactions["transaction_id"].tolist()

@@ -26,6 +26,7 @@ from daemon_harness import (
     produce_records,
     produce_stream,
     scored_ids,
+    with_clients,
     write_config,
 )
 from fraudstream.daemon.checkpoint import CheckpointStore
@@ -33,6 +34,7 @@ from fraudstream.daemon.checkpoint import CheckpointStore
 pytestmark = pytest.mark.kafka
 
 
+@with_clients("kafka-python")  # its client-side part (seek on assignment) is in every other proof
 def test_a_truncated_checkpoint_is_skipped_and_the_previous_one_resumed(kafka_bootstrap, unique_topic, daemons, tmp_path):
     stream = Stream.simulated(customers=300, terminals=600, days=40, seed=21)
     topics = make_topics(unique_topic, 2, 2)
@@ -80,6 +82,7 @@ def test_a_truncated_checkpoint_is_skipped_and_the_previous_one_resumed(kafka_bo
     daemons.assert_none_running()
 
 
+@with_clients("kafka-python", "confluent")
 def test_a_partition_the_resumed_checkpoint_never_read_starts_from_its_beginning(
     kafka_bootstrap, unique_topic, daemons, tmp_path
 ):

@@ -28,6 +28,7 @@ from daemon_harness import (
     producer,
     read_topic,
     seeded,
+    with_clients,
     write_config,
 )
 
@@ -37,6 +38,7 @@ KILLS = 2
 CHUNK = 300  # stream events per step: their transactions in one request, then their labels
 
 
+@with_clients("kafka-python")  # HTTP ingest's send_and_wait; confluent in make test-all
 def test_http_transactions_survive_sigkills(kafka_bootstrap, unique_topic, daemons, tmp_path):
     rng = seeded(20260402)
     stream = Stream.simulated(customers=150, terminals=300, days=24, seed=5)

@@ -45,6 +45,7 @@ from daemon_harness import (
     produce_stream,
     read_topic,
     scored_ids,
+    with_clients,
     write_config,
 )
 from fraudstream.config import KafkaSettings
@@ -172,6 +173,7 @@ def _finish(daemon: Daemon, plain: str, topics: TopicSet, tx_ids: list[str], lab
     assert not missing, f"{len(missing)} transactions never scored, e.g. {sorted(missing)[:5]}"
 
 
+@with_clients("kafka-python", "confluent")  # librdkafka's TLS and SCRAM options from the same keys
 def test_the_daemon_scores_and_learns_through_ssl_and_through_sasl_ssl(tls_broker, daemons, tmp_path):
     secret_env = {PASSWORD_ENV: tls_broker.password}
 

@@ -20,6 +20,7 @@ from daemon_harness import (
     daemons,  # noqa: F401 - fixture
     make_topics,
     produce_stream,
+    with_clients,
     write_config,
 )
 
@@ -36,6 +37,7 @@ def members(bootstrap: str, group: str) -> list[str | None]:
         admin.close()
 
 
+@with_clients("kafka-python")  # confluent in make test-all; exactly-once restarts it as a static member
 def test_a_duplicate_instance_id_is_fenced_and_a_stop_leaves_the_group(kafka_bootstrap, unique_topic, daemons, tmp_path):
     stream = Stream.simulated(customers=60, terminals=120, days=20, seed=5)
     half = len(stream.events) // 2
