@@ -52,13 +52,18 @@ def test_http_transactions_survive_sigkills(kafka_bootstrap, unique_topic, daemo
     answered: list[str] = []
     unknown: list[str] = []
     sent_chunks = [0]
+    # The client posts no chunk at or past hold[0] until the main thread moves it: a kill must
+    # come while the client still has chunks to post, however fast it goes.
+    hold = [len(chunks)]
     failure: list[BaseException] = []
 
     def client() -> None:
         labels = producer(kafka_bootstrap)
         try:
             with httpx.Client(timeout=60) as http:
-                for chunk in chunks:
+                for index, chunk in enumerate(chunks):
+                    while index >= hold[0]:
+                        time.sleep(0.02)
                     txs = [json.loads(v) for kind, _, v, _ in chunk if kind == "transaction"]
                     while txs:
                         up.wait(timeout=300)
@@ -100,7 +105,9 @@ def test_http_transactions_survive_sigkills(kafka_bootstrap, unique_topic, daemo
     worker.start()
     progress = []
     for run in range(KILLS):
-        target = sent_chunks[0] + rng.randint(4, 10)
+        target = sent_chunks[0] + rng.randint(3, 7)
+        hold[0] = target + 3
+        assert hold[0] < len(chunks), f"the stream is too short for {KILLS} kills: {len(chunks)} chunks"
         daemon.wait_until(lambda: sent_chunks[0] >= target or failure or not worker.is_alive(), timeout=180,
                           what=f"{target} chunks posted")
         time.sleep(rng.uniform(0.2, 2.0))
@@ -110,6 +117,7 @@ def test_http_transactions_survive_sigkills(kafka_bootstrap, unique_topic, daemo
         progress.append(None if info is None else (info.name, info.meta["rows_learned"]))
         assert worker.is_alive() and not failure, f"the client stopped early: {failure} {progress}"
         daemon = start(run + 1)
+    hold[0] = len(chunks)
     assert any(p is not None for p in progress), f"no checkpoint before a crash: {progress}"
     daemon.wait_for_log(r"resumed from checkpoint ckpt-\d+", timeout=60)
     worker.join(timeout=300)
