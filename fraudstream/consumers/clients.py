@@ -14,7 +14,7 @@ from fraudstream.config import KafkaSettings
 from fraudstream.consumers.kafka import check_connection
 from fraudstream.errors import ConfigInvalid
 
-__all__ = ["check_connection", "kafka_sink", "kafka_source"]
+__all__ = ["check_connection", "create_topics", "kafka_sink", "kafka_source"]
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +58,14 @@ def kafka_sink(kafka: KafkaSettings) -> Any:
     from fraudstream.consumers.kafka import KafkaSink
 
     return KafkaSink(kafka)
+
+
+def create_topics(bootstrap: str, partitions: dict[str, int], client_id: str) -> None:
+    """Create topics (name -> partition count, replication 1) on a local broker (the demo's)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
+    try:
+        admin.create_topics([NewTopic(name, count, 1) for name, count in partitions.items()])
+    finally:
+        admin.close()
