@@ -207,7 +207,7 @@ def test_state_that_needs_pickle_is_refused(tmp_path):
 
 
 def test_drift_reference_round_trip_and_must_name_the_model_features(tmp_path):
-    from fraudstream.monitoring.drift import reference_from
+    from fraudstream.features.reference import reference_from
 
     X = np.random.default_rng(6).normal(size=(400, 5))
     reference = reference_from(X, bins=5, names=NAMES)

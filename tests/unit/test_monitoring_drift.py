@@ -10,8 +10,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from fraudstream.config.settings import MonitoringSettings
-from fraudstream.monitoring.drift import DriftMonitor, psi, reference_from
-from fraudstream.monitoring.exceptions import MonitoringStateInvalid, ReferenceInvalid
+from fraudstream.features.exceptions import ReferenceInvalid
+from fraudstream.features.reference import reference_from
+from fraudstream.monitoring.drift import DriftMonitor, psi
+from fraudstream.monitoring.exceptions import MonitoringStateInvalid
 from fraudstream.monitoring.loss import log_loss_each
 from fraudstream.monitoring.metrics import Metrics
 
