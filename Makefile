@@ -27,9 +27,9 @@ help:
 	@echo "make lock          rewrite $(LOCK) from the installed venv"
 	@echo "make kafka-jars    fetch and cache the Kafka broker jars (Maven)"
 	@echo "make lint-imports  check the layering contracts in pyproject.toml (part of make test)"
-	@echo "make test          layering, then unit + integration tests against a real broker on $(TEST_KAFKA_PORT)"
+	@echo "make test          layering, docstring examples, unit + integration tests against a real broker on $(TEST_KAFKA_PORT)"
 	@echo "make test-all      make test, with every daemon proof run on both Kafka clients"
-	@echo "make test-unit     layering and unit tests only (no broker)"
+	@echo "make test-unit     layering, docstring examples and unit tests (no broker)"
 	@echo "make broker-start  start the development broker on 127.0.0.1:9092 (also broker-stop,"
 	@echo "                   broker-status, broker-logs)"
 	@echo "make bench         run bench/*.py against a broker on $(BENCH_KAFKA_PORT)"
@@ -64,14 +64,14 @@ test: venv kafka-jars lint-imports
 	@trap '$(DEV_KAFKA) stop --port $(TEST_KAFKA_PORT) --controller-port $(TEST_KAFKA_CONTROLLER_PORT)' EXIT; \
 	trap 'exit 130' INT TERM; \
 	bootstrap=$$($(DEV_KAFKA) start --port $(TEST_KAFKA_PORT) --controller-port $(TEST_KAFKA_CONTROLLER_PORT)) || exit $$?; \
-	FRAUDSTREAM_TEST_BOOTSTRAP=$$bootstrap $(PYTEST) tests/unit tests/integration $(PYTEST_ARGS)
+	FRAUDSTREAM_TEST_BOOTSTRAP=$$bootstrap $(PYTEST) fraudstream tests/unit tests/integration $(PYTEST_ARGS)
 
 # The slowest daemon proofs run on one Kafka client each in `make test`; here on both.
 test-all: export FRAUDSTREAM_TEST_ALL_CLIENTS = 1
 test-all: test
 
 test-unit: venv lint-imports
-	$(PYTEST) tests/unit $(PYTEST_ARGS)
+	$(PYTEST) fraudstream tests/unit $(PYTEST_ARGS)
 
 broker-start:
 	$(DEV_KAFKA) start

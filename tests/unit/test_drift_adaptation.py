@@ -42,15 +42,6 @@ def test_forget_keeps_a_share_of_each_class_and_new_rows_refill_it():
         res.forget(1.5)
 
 
-def test_docstring_examples():
-    import doctest
-
-    from fraudstream.models import online_trainer
-
-    result = doctest.testmod(online_trainer)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_forget_is_in_the_reservoir_state():
     res = ReplayReservoir(size=40, n_features=2, seed=1)
     res.add_many(rows(200), np.tile([0, 0, 0, 1], 50))

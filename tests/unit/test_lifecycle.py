@@ -61,15 +61,6 @@ def test_decide(champion, challenger, rows, expected):
     assert decide(champion, challenger, rows, RULE) == expected
 
 
-def test_docstring_examples():
-    import doctest
-
-    from fraudstream.daemon import lifecycle
-
-    result = doctest.testmod(lifecycle)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_settings_refuse_min_labels_above_window():
     with pytest.raises(ConfigInvalid, match="lifecycle"):
         load_settings(lifecycle={"window": 100, "min_labels": 200})
