@@ -332,10 +332,10 @@ def run(
     setup_logging(log_level)
     settings = settings_from(config)
     from fraudstream.daemon.app import Daemon
-    from fraudstream.monitoring.daemon_monitor import build_monitor
+    from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 
     try:
-        daemon = Daemon(settings, artifact, monitor=build_monitor(settings), warm_from=warm_from)
+        daemon = Daemon(settings, artifact, monitor=DaemonMonitor(settings), warm_from=warm_from)
         daemon.run(max_seconds=max_seconds)
     except FraudstreamError as exc:
         fail(str(exc))
@@ -640,11 +640,3 @@ def model_rollback(
 ) -> None:
     """Serve a version kept in a checkpoint and reset the learner to it."""
     _request_model_change("rollback", to, directory, config, wait)
-
-
-def main() -> None:  # pragma: no cover - thin wrapper for `python -m`
-    try:
-        app(prog_name="fraudstream")
-    except FraudstreamError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)

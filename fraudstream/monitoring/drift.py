@@ -408,28 +408,6 @@ class DriftMonitor:
             found.extend(self._update_psi(X, float(times.max())))
         return self._report(found)
 
-    def update_many(
-        self,
-        *,
-        scores=None,
-        event_times=None,
-        X=None,
-        labelled_scores=None,
-        labels=None,
-        labelled_event_times=None,
-    ) -> DriftReport:
-        """Both updates in one call: scored rows (``scores``, ``event_times``, ``X``) and/or
-        labelled rows (``labelled_scores``, ``labels``, ``labelled_event_times``)."""
-        found: list[Detection] = []
-        if scores is not None:
-            found.extend(self.update_scored_many(scores, event_times, X).detections)
-        if labels is not None:
-            found.extend(
-                self.update_labelled_many(labelled_scores, labels, labelled_event_times).detections
-            )
-        # the per-part calls above counted their detections already
-        return self._report(found, count=False)
-
     def _update_psi(self, X, last_time: float) -> list[Detection]:
         assert self.reference is not None
         for j, c in enumerate(bin_counts(self.reference, X)):
@@ -461,8 +439,8 @@ class DriftMonitor:
         return {n: v for n, v in self.last_psi.items()
                 if v > self.settings.drift_psi_threshold and n not in CLOCK_FEATURES}
 
-    def _report(self, found: list[Detection], count: bool = True) -> DriftReport:
-        if count and found:
+    def _report(self, found: list[Detection]) -> DriftReport:
+        if found:
             if self.metrics is not None:
                 self.metrics.observe_detections(found)
             for d in found:
