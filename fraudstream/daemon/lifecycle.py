@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 import uuid
@@ -41,6 +40,7 @@ import numpy as np
 from fraudstream.config import LifecycleSettings
 from fraudstream.daemon.checkpoint import CheckpointInfo, CheckpointStore
 from fraudstream.daemon.state_io import read_state
+from fraudstream.durable import write_json
 from fraudstream.errors import FraudstreamError
 from fraudstream.models.evaluation import average_precision, roc_auc
 
@@ -438,15 +438,6 @@ def load_version(store: CheckpointStore, version: int) -> list[np.ndarray]:
 # -- requests from the command line ------------------------------------------------------------
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_request(directory: Path, action: str, to_version: int | None = None) -> ModelRequest:
     """Leave a request for the daemon that owns ``directory`` (written atomically; a newer
     request replaces one not yet applied)."""
@@ -456,7 +447,7 @@ def write_request(directory: Path, action: str, to_version: int | None = None) -
         raise ModelRequestInvalid("a rollback needs a version to roll back to")
     request = ModelRequest(action, None if to_version is None else int(to_version), uuid.uuid4().hex, _utc_now())
     Path(directory).mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(Path(directory) / REQUEST_FILE, {"schema_version": SCHEMA_VERSION, **asdict(request)})
+    write_json(Path(directory) / REQUEST_FILE, {"schema_version": SCHEMA_VERSION, **asdict(request)})
     return request
 
 
@@ -511,7 +502,7 @@ class ModelRequests:
 
     def acknowledge(self, request: ModelRequest, status: str, message: str, **extra: Any) -> None:
         """Write the answer, then remove the request (unless a newer one replaced it meanwhile)."""
-        _write_json_atomic(self.directory / ACK_FILE, {
+        write_json(self.directory / ACK_FILE, {
             "id": request.id, "action": request.action, "to_version": request.to_version,
             "status": status, "message": message, "handled_at": _utc_now(), **extra,
         })
