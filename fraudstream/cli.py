@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 import yaml
@@ -56,6 +56,16 @@ def settings_from(path: Path | None) -> Settings:
         return load_settings(path)
     except ConfigInvalid as exc:
         fail(str(exc))
+
+
+def model_settings_from(path: Path | None, **overrides: Any) -> Settings:
+    """Load the config with ``model`` fields replaced by options (None: keep), or exit 2."""
+    from fraudstream.models.commands import with_model_overrides
+
+    try:
+        return with_model_overrides(settings_from(path), **overrides)
+    except ValueError as exc:
+        fail(f"invalid option: {exc}")
 
 
 # --- config -------------------------------------------------------------------------------
@@ -236,16 +246,10 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="replace an existing artifact")] = False,
 ) -> None:
     """Train a model offline and save it as an artifact."""
-    from fraudstream.models.commands import run_train, with_model_overrides
+    from fraudstream.models.commands import run_train
 
-    settings = settings_from(config)
-    try:
-        settings = with_model_overrides(
-            settings, epochs=epochs, seed=seed,
-            **{"split.train_days": train_days, "split.delay_days": delay_days},
-        )
-    except ValueError as exc:
-        fail(f"invalid option: {exc}")
+    settings = model_settings_from(config, epochs=epochs, seed=seed,
+                                   **{"split.train_days": train_days, "split.delay_days": delay_days})
     try:
         run_train(data, settings, out, force=force, console=err)
     except FraudstreamError as exc:
@@ -265,17 +269,13 @@ def tune(
     restart: Annotated[bool, typer.Option("--restart", help="discard a previous search in OUT")] = False,
 ) -> None:
     """Tune hyperparameters (grid, random, Bayesian, Hyperband); rerun to resume."""
-    from fraudstream.models.commands import run_tune, with_model_overrides
+    from fraudstream.models.commands import run_tune
 
     if strategy is not None and strategy not in ("grid", "random", "bayesian", "hyperband"):
         fail(f"--strategy must be grid, random, bayesian or hyperband, not {strategy!r}")
     if max_trials is not None and max_trials < 1:
         fail("--max-trials must be at least 1")
-    settings = settings_from(config)
-    try:
-        settings = with_model_overrides(settings, **{"tuning.epochs": epochs})
-    except ValueError as exc:
-        fail(f"invalid option: {exc}")
+    settings = model_settings_from(config, **{"tuning.epochs": epochs})
     try:
         run_tune(data, settings, out, strategy=strategy, max_trials=max_trials, restart=restart,
                  console=err)
