@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fraudstream.durable import fsync_path, sha256_file, write_json
-from fraudstream.errors import FraudstreamError
+from fraudstream.daemon.exceptions import CheckpointCorrupt, CheckpointDirBusy
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,6 @@ MANIFEST = "manifest.json"
 PREFIX = "ckpt-"
 TMP_PREFIX = ".tmp-"
 SCHEMA_VERSION = 1
-
-
-class CheckpointCorrupt(FraudstreamError):
-    """A checkpoint's manifest is missing or a file does not match it."""
 
 
 @dataclass(frozen=True)
@@ -94,10 +90,6 @@ def verify_manifest(root: Path) -> dict[str, Any]:
         if sha256_file(path) != expect["sha256"]:
             raise CheckpointCorrupt(f"{root.name}: {rel} checksum mismatch")
     return manifest
-
-
-class CheckpointDirBusy(FraudstreamError):
-    """Another live process writes checkpoints to the same directory."""
 
 
 class CheckpointStore:

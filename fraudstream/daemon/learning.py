@@ -30,15 +30,13 @@ import threading
 from collections import deque
 from typing import Any, Callable
 
+from fraudstream.daemon.exceptions import LearningFailed
+
 log = logging.getLogger(__name__)
 
 #: Jobs waiting at most; a loop that outruns the learner then waits (back-pressure) rather
 #: than holding an unbounded backlog of rows that a crash would have to replay anyway.
 MAX_QUEUED_JOBS = 256
-
-
-class LearningFailed(RuntimeError):
-    """A job failed on the worker thread; the original error is the ``__cause__``."""
 
 
 class BackgroundLearning:

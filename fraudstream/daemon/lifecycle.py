@@ -72,14 +72,14 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def decide(champion_ap: float | None, challenger_ap: float | None, rows: int,
+def promotion_verdict(champion_ap: float | None, challenger_ap: float | None, rows: int,
            settings: LifecycleSettings) -> str | None:
     """``"promote"``, ``"rollback"`` or None (keep the champion), from the window's figures.
 
     >>> s = LifecycleSettings(window=100, min_labels=50, promote_margin=0.02, rollback_margin=0.05)
-    >>> decide(0.50, 0.53, 60, s), decide(0.50, 0.51, 60, s), decide(0.50, 0.44, 60, s)
-    ('promote', None, 'rollback')
-    >>> decide(0.50, 0.90, 49, s) is None  # too few labelled rows to judge
+    >>> [promotion_verdict(0.50, challenger, 60, s) for challenger in (0.53, 0.51, 0.44)]
+    ['promote', None, 'rollback']
+    >>> promotion_verdict(0.50, 0.90, 49, s) is None  # too few labelled rows to judge
     True
     """
     if rows < settings.min_labels or champion_ap is None or challenger_ap is None:
@@ -273,7 +273,8 @@ class ModelLifecycle:
             return None
         self._unchecked = 0
         m = self.window_metrics()
-        action = decide(m["champion"]["average_precision"], m["challenger"]["average_precision"], m["rows"], self.settings)
+        action = promotion_verdict(m["champion"]["average_precision"], m["challenger"]["average_precision"],
+                                   m["rows"], self.settings)
         if action is None:
             return None
         why = (f"challenger AP {m['challenger']['average_precision']:.4f} vs champion "

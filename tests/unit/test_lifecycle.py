@@ -26,7 +26,7 @@ from fraudstream.daemon.lifecycle import (
     ModelLifecycle,
     ModelRequests,
     ShadowWindow,
-    decide,
+    promotion_verdict,
     read_ack,
     stored_versions,
     write_request,
@@ -57,8 +57,8 @@ RULE = LifecycleSettings(enabled=True, window=100, min_labels=50, promote_margin
         (None, 0.90, 60, None),  # no fraud in the window: AP undefined
     ],
 )
-def test_decide(champion, challenger, rows, expected):
-    assert decide(champion, challenger, rows, RULE) == expected
+def test_promotion_verdict(champion, challenger, rows, expected):
+    assert promotion_verdict(champion, challenger, rows, RULE) == expected
 
 
 def test_settings_refuse_min_labels_above_window():
