@@ -188,7 +188,7 @@ class ModelLifecycle:
     """The champion (its own weight copy, version and scorer), the comparison window and
     the history of promotions and rollbacks; see the module docstring for the rules.
 
-    ``learner`` arguments are :class:`~fraudstream.models.online.OnlineLearner` objects
+    ``learner`` arguments are :class:`~fraudstream.models.learner.OnlineLearner` objects
     (``get_weights``, ``set_weights``, ``reset_optimizer``).
 
     The champion lives in two model copies used in turn: a change fills the idle one, then

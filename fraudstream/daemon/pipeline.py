@@ -37,7 +37,7 @@ from fraudstream.daemon.pending import EarlyLabels, Joined, PendingStore
 from fraudstream.daemon.state_io import detach, read_state, write_state
 from fraudstream.errors import EventInvalid
 from fraudstream.features import FeaturePipeline
-from fraudstream.models.online_trainer import OnlineTrainer, StepResult
+from fraudstream.models.online_training import OnlineTrainer, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class Pipeline:
     @classmethod
     def create(cls, settings: Settings, artifact: Path | None = None) -> Pipeline:
         """A pipeline from an artifact, or a fresh model built from the config."""
-        from fraudstream.models.online import OnlineLearner
+        from fraudstream.models.learner import OnlineLearner
 
         if artifact is not None:
             from fraudstream.models.artifact import load_artifact
@@ -178,7 +178,7 @@ class Pipeline:
     def from_checkpoint(cls, settings: Settings, info: CheckpointInfo) -> Pipeline:
         from fraudstream.models.backend import keras
 
-        from fraudstream.models.online import OnlineLearner
+        from fraudstream.models.learner import OnlineLearner
 
         path = info.path
         features = FeaturePipeline.from_state_dict(read_state(path, "features"))

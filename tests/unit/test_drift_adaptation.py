@@ -15,7 +15,7 @@ from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
 from fraudstream.daemon.pipeline import Pipeline
-from fraudstream.models.online_trainer import ReplayReservoir
+from fraudstream.models.online_training import ReplayReservoir
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import TRANSACTION, merged_events
 

@@ -35,7 +35,7 @@ from fraudstream.daemon.pipeline import Pipeline
 from fraudstream.daemon.state_io import read_state, write_state
 from fraudstream.errors import ConfigInvalid
 from fraudstream.models.builder import build_model
-from fraudstream.models.online import OnlineLearner
+from fraudstream.models.learner import OnlineLearner
 from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import TRANSACTION, merged_events

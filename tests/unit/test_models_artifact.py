@@ -25,7 +25,7 @@ from fraudstream.models.artifact import (
 )
 from fraudstream.models.builder import build_model
 from fraudstream.models.exceptions import ArtifactExists, ArtifactInvalid
-from fraudstream.models.online import OnlineLearner
+from fraudstream.models.learner import OnlineLearner
 from fraudstream.models.scorer import Scorer
 
 PARAMS = ModelParams(n_layers=2, dropout=0.0, activation="prelu")

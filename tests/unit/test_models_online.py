@@ -8,7 +8,7 @@ import pytest
 from fraudstream.config.model import ModelParams
 from fraudstream.models.builder import build_model
 from fraudstream.models.exceptions import LearnerStateInvalid
-from fraudstream.models.online import OnlineLearner
+from fraudstream.models.learner import OnlineLearner
 
 PARAMS = ModelParams(n_layers=2, dropout=0.0, learning_rate=0.01)
 
@@ -131,7 +131,7 @@ def test_snapshot_restore_rolls_back_weights_and_optimizer_state():
 
     from fraudstream.config.model import ModelParams
     from fraudstream.models.builder import build_model
-    from fraudstream.models.online import OnlineLearner
+    from fraudstream.models.learner import OnlineLearner
 
     params = ModelParams(dropout=0.0)
     learner = OnlineLearner(build_model(params, n_inputs=4, seed=0), params)
