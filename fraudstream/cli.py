@@ -19,7 +19,20 @@ from fraudstream.errors import ConfigInvalid, FraudstreamError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices are not ours
 
+
+class _Commands(typer.core.TyperGroup):
+    """Every command's ``FraudstreamError`` ends it the same way: ``error: <message>``, exit 2,
+    no traceback (the message names what to fix)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FraudstreamError as exc:
+            fail(str(exc))
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="fraudstream",
     help="Score card transactions for fraud as they stream through Kafka, and keep learning "
     "from the labels that arrive later.",
@@ -165,47 +178,44 @@ def simulate(
     extra = None
     if drift_day is not None:
         extra = [DriftChange(day=drift_day, name="--drift-day", preset="stealth")]
-    try:
-        sim_settings = with_overrides(
-            settings.simulator, extra_drift=extra, days=days, seed=seed, customers=customers,
-            terminals=terminals, start_date=start_date, label_delay=label_delay,
-            inline_labels=inline_labels, label_events=label_events,
-        )
-        write_label_file = out is not None and (labels_out is not None or sim_settings.label_events)
-        if out is not None:
-            infer_format(out, fmt)
-        if write_label_file:
-            labels_path = labels_out or labels_path_for(out)
-            labels_fmt = fmt if fmt is not None or labels_out is None else None
-            infer_format(labels_path, labels_fmt)
-        with err.status(f"simulating {sim_settings.days} days ..."):
-            sim = run_simulation(sim_settings)
-        info = sim.summary()
-        scen = info["by_scenario"]
+    sim_settings = with_overrides(
+        settings.simulator, extra_drift=extra, days=days, seed=seed, customers=customers,
+        terminals=terminals, start_date=start_date, label_delay=label_delay,
+        inline_labels=inline_labels, label_events=label_events,
+    )
+    write_label_file = out is not None and (labels_out is not None or sim_settings.label_events)
+    if out is not None:
+        infer_format(out, fmt)
+    if write_label_file:
+        labels_path = labels_out or labels_path_for(out)
+        labels_fmt = fmt if fmt is not None or labels_out is None else None
+        infer_format(labels_path, labels_fmt)
+    with err.status(f"simulating {sim_settings.days} days ..."):
+        sim = run_simulation(sim_settings)
+    info = sim.summary()
+    scen = info["by_scenario"]
+    err.print(
+        f"simulated {info['transactions']:,} transactions over {info['days']} days "
+        f"(seed {info['seed']}): {info['frauds']:,} frauds ({100 * info['fraud_rate']:.2f}%; "
+        f"by scenario amount {scen[1]:,}, terminal {scen[2]:,}, customer {scen[3]:,})",
+        highlight=False,
+    )
+    if out is not None:
+        write_transactions(sim, out, fmt)
+        err.print(f"wrote transactions to {out}", highlight=False)
+    if write_label_file:
+        write_labels(sim, labels_path, labels_fmt)
+        delay = sim_settings.label_delay.describe()
+        err.print(f"wrote label events to {labels_path} (delay {delay})", highlight=False)
+    if kafka:
+        report = produce(sim, settings.kafka, rate=rate, progress=progress)
+        topics = settings.kafka.topics
         err.print(
-            f"simulated {info['transactions']:,} transactions over {info['days']} days "
-            f"(seed {info['seed']}): {info['frauds']:,} frauds ({100 * info['fraud_rate']:.2f}%; "
-            f"by scenario amount {scen[1]:,}, terminal {scen[2]:,}, customer {scen[3]:,})",
+            f"produced {report.transactions:,} transactions to '{topics.transactions}' and "
+            f"{report.labels:,} label events to '{topics.labels}' in {report.seconds:.1f} s "
+            f"({report.events_per_second:,.0f} events/s)",
             highlight=False,
         )
-        if out is not None:
-            write_transactions(sim, out, fmt)
-            err.print(f"wrote transactions to {out}", highlight=False)
-        if write_label_file:
-            write_labels(sim, labels_path, labels_fmt)
-            delay = sim_settings.label_delay.describe()
-            err.print(f"wrote label events to {labels_path} (delay {delay})", highlight=False)
-        if kafka:
-            report = produce(sim, settings.kafka, rate=rate, progress=progress)
-            topics = settings.kafka.topics
-            err.print(
-                f"produced {report.transactions:,} transactions to '{topics.transactions}' and "
-                f"{report.labels:,} label events to '{topics.labels}' in {report.seconds:.1f} s "
-                f"({report.events_per_second:,.0f} events/s)",
-                highlight=False,
-            )
-    except FraudstreamError as exc:
-        fail(str(exc))
 
 
 @app.command()
@@ -221,10 +231,7 @@ def features(
     from fraudstream.features.offline import features_file
 
     settings = settings_from(config)
-    try:
-        summary = features_file(data, out, settings.features, drop_invalid=drop_invalid)
-    except FraudstreamError as exc:
-        fail(str(exc))
+    summary = features_file(data, out, settings.features, drop_invalid=drop_invalid)
     err.print(
         f"{summary['rows_out']} rows x {summary['n_features']} features -> {summary['out']} "
         f"in {summary['seconds']} s",
@@ -385,12 +392,9 @@ def replay(
             progress.update(task, completed=done, total=total,
                             info=f"steps {pipeline.trainer.steps}, learned {pipeline.trainer.rows_learned}")
 
-        try:
-            monitor = DaemonMonitor(settings, serve=False)  # the daemon's drift detection and action
-            result = run_replay(settings, data, labels, label_delay, artifact, on_batch, monitor,
-                                start=start_s, warm_from=warm_from, scores_to=out / "scores.csv")[0]
-        except FraudstreamError as exc:
-            fail(str(exc))
+        monitor = DaemonMonitor(settings, serve=False)  # the daemon's drift detection and action
+        result = run_replay(settings, data, labels, label_delay, artifact, on_batch, monitor,
+                            start=start_s, warm_from=warm_from, scores_to=out / "scores.csv")[0]
         del monitor  # and with it the pipeline (collected now): the report needs its memory more
         gc.collect()
     report = write_report(result, out, since=report_s)
@@ -471,8 +475,6 @@ def demo(
     except KeyboardInterrupt:
         console.print("stopped by Ctrl-C")
         return
-    except FraudstreamError as exc:
-        fail(str(exc))
     console.print("[bold]summary[/]: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
 
 
