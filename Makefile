@@ -104,5 +104,5 @@ demo: venv
 	$(VENV)/bin/fraudstream demo
 
 clean:
-	rm -rf .pytest_cache .dev-kafka build dist bench/results
+	rm -rf .pytest_cache .import_linter_cache .dev-kafka build dist bench/results
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
