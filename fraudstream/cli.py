@@ -335,7 +335,7 @@ def run(
     from fraudstream.monitoring.daemon_monitor import build_monitor
 
     try:
-        daemon = Daemon(settings, artifact, monitor=build_monitor(settings), warm_from=warm_from)
+        daemon = Daemon.open(settings, artifact, monitor=build_monitor(settings), warm_from=warm_from)
         daemon.run(max_seconds=max_seconds)
     except FraudstreamError as exc:
         fail(str(exc))
@@ -435,7 +435,7 @@ def serve(
     settings = settings_from(config)
     from fraudstream.daemon.checkpoint import CheckpointStore
     from fraudstream.daemon.pipeline import Pipeline
-    from fraudstream.monitoring.api import ApiHost
+    from fraudstream.daemon.serve import ApiHost
 
     mon = settings.monitoring
     try:

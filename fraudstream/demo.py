@@ -145,12 +145,12 @@ def run_demo(
 
         console.print("[bold]4/5[/] starting the daemon")
         monitor = DaemonMonitor(settings)
-        daemon = Daemon(settings, report.artifact, monitor=monitor, warm_from=history_file)
+        daemon = Daemon.open(settings, report.artifact, monitor=monitor, warm_from=history_file)
         if daemon.pipeline.resumed_seq is None:
             console.print(f"      feature windows warmed from the history: {daemon.pipeline.features.n_entities}")
         daemon_thread = threading.Thread(target=daemon.run, name="fraudstream-daemon", daemon=True)
         daemon_thread.start()
-        console.print(f"      metrics on {monitor.server.url}/metrics" if monitor.server else "")
+        console.print(f"      metrics on {daemon.http.url}/metrics" if daemon.http else "")
 
         console.print(f"[bold]5/5[/] streaming {len(stream.transactions):,} transactions and their labels "
                       f"at {rate:,.0f} tx/s")

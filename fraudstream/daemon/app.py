@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ from fraudstream.consumers.clients import check_connection, kafka_sink, kafka_so
 from fraudstream.consumers.exceptions import KafkaMemberFenced, SinkFailed
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
+from fraudstream.daemon.host import PipelineHost
 from fraudstream.daemon.lifecycle import ModelRequests
 from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +108,45 @@ def freeze_heap(collect: bool = True) -> None:
     gc.freeze()
 
 
-class Daemon:
-    """``fraudstream run``: the Kafka loop around a :class:`Pipeline`."""
+class Daemon(PipelineHost):
+    """``fraudstream run``: the Kafka loop around a :class:`Pipeline`.
 
-    def __init__(self, settings: Settings, artifact: Path | None = None, monitor: Any = None,
-                 warm_from: Path | None = None):
+    :meth:`open` makes one: it locks the checkpoint directory, resumes (or creates) the
+    pipeline and starts the HTTP server; :meth:`run` then owns the loop until a signal.
+    """
+
+    @classmethod
+    def open(cls, settings: Settings, artifact: Path | None = None, monitor: DaemonMonitor | None = None,
+             warm_from: Path | None = None) -> Daemon:
+        """Lock ``checkpoints.directory``, resume from its newest valid checkpoint (or start
+        from ``artifact``, or a fresh model), warm the windows from ``warm_from`` when no
+        checkpoint was resumed, and serve the monitor's metrics and the scoring API over
+        HTTP when it asks to be served."""
+        store = CheckpointStore(settings.checkpoints.directory, settings.checkpoints.keep)
+        store.lock()
+        try:
+            pipeline = Pipeline.restore_or_create(settings, store, artifact)
+            if warm_from is not None:
+                if pipeline.resumed_seq is None:
+                    pipeline.warm_features(warm_from)
+                else:  # a checkpoint's windows already hold what it has seen
+                    log.info("resumed from a checkpoint: %s not read", warm_from)
+        except BaseException:
+            store.unlock()
+            raise
+        daemon = cls(settings, store, pipeline, monitor)
+        if monitor is not None and monitor.serve:
+            daemon.start_http()
+        return daemon
+
+    def __init__(self, settings: Settings, store: CheckpointStore, pipeline: Pipeline,
+                 monitor: DaemonMonitor | None = None):
+        """A daemon around ``pipeline``, whose checkpoints go to ``store`` (locked by the caller)."""
         self.settings = settings
-        self.store = CheckpointStore(settings.checkpoints.directory, settings.checkpoints.keep)
-        self.store.lock()
-        self.pipeline = Pipeline.restore_or_create(settings, self.store, artifact)
-        if warm_from is not None:
-            if self.pipeline.resumed_seq is None:
-                self.pipeline.warm_features(warm_from)
-            else:  # a checkpoint's windows already hold what it has seen
-                log.info("resumed from a checkpoint: %s not read", warm_from)
+        self.store = store
+        self.pipeline = pipeline
         self.monitor = monitor
+        self.http: Any = None  # a monitoring.server.MonitoringServer once start_http() ran
         self.offsets: dict[tuple[str, int], int] = dict(self.pipeline.offsets)
         # Resumed from an older checkpoint than the newest on disk (that one is corrupt):
         # offsets committed since may belong to what the newer one learned.
@@ -150,6 +177,38 @@ class Daemon:
         if monitor is not None:
             monitor.attach(self)
         self.sink: Any = None  # consumers.clients.kafka_sink
+
+    def start_http(self) -> None:
+        """Serve ``/metrics``, ``/healthz``, ``/readyz`` and the scoring API (``/v1``)."""
+        from fraudstream.daemon.service import ScoringService
+        from fraudstream.monitoring.api import add_scoring_routes
+        from fraudstream.monitoring.server import MonitoringServer, create_app
+
+        monitor, mon = self.monitor, self.settings.monitoring
+        app = create_app(monitor.metrics, monitor.readiness)
+        # a Kafka daemon makes HTTP transactions durable in its transactions topic first
+        service = ScoringService(self.pipeline, self.lock, lambda out: monitor.on_batch(self, out, None),
+                                 publish=self.publish_transactions)
+        add_scoring_routes(app, service, mon.api_token, mon.api_max_body_bytes)
+        self.http = MonitoringServer(app, mon.host, mon.port)
+        self.http.start()
+        log.info("monitoring on %s (/metrics, /healthz, /readyz)", self.http.url)
+
+    def stop_http(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
+
+    # -- what the monitor reads (fraudstream.monitoring.host.MonitoredHost) -------------------
+
+    def assigned_partitions(self) -> set[tuple[str, int]]:
+        return self.assigned  # read-only by contract: no copy, which a rebalance could change mid-way
+
+    def broker_reachable(self) -> bool:
+        return self.source is not None and self.source.connected()
+
+    def consumer_lag(self) -> Mapping[tuple[str, int], int] | None:
+        return None if self.source is None else self.source.lag(self.offsets)
 
     # -- rebalance hooks (worker thread) ----------------------------------------------------
 
@@ -220,8 +279,8 @@ class Daemon:
                         self._report_learning()
                     if self.assigned - self.offsets.keys():
                         self._note_positions()
-                    if self.monitor is not None:
-                        self.monitor.on_idle(self)  # may adapt training after a drift: under the lock
+                    if self.monitor is not None:  # may adapt training after a drift: under the lock
+                        self.act_on_drift(self.monitor.on_idle(self))
                     if self.pipeline.handle_model_requests(self.model_requests, self.store) and self._requested is None:
                         self._requested = ("lifecycle", ["lifecycle"])  # a promotion or rollback: keep it
                     self._finish_checkpoint(wait=False)
@@ -241,8 +300,7 @@ class Daemon:
             self.pipeline.close()
             self._writer.shutdown()
             self.source.close()
-            if self.monitor is not None:
-                self.monitor.close()  # before the sink: an HTTP ingest in flight still gets produced
+            self.stop_http()  # before the sink: an HTTP ingest in flight still gets produced
             self.sink.close()
             self.store.unlock()
             if self.fenced is None:
@@ -379,6 +437,7 @@ class Daemon:
         started = time.monotonic()
         offsets = dict(self.offsets)
         monitor = self.monitor
+        self.flush_monitor()
         write = self.pipeline.capture_checkpoint(
             offsets, reason=reason, tags=tags,
             extra_state=monitor.state_dict() if monitor is not None else None,

@@ -30,9 +30,11 @@ import pandas as pd
 from fraudstream.config import Settings
 from fraudstream.consumers.files import merge_chunks, parse_duration
 from fraudstream.daemon.decode import LABEL, TX, Incoming
+from fraudstream.daemon.host import PipelineHost
 from fraudstream.daemon.pipeline import Pipeline
 from fraudstream.features import EventChunks
 from fraudstream.models.evaluation import average_precision, card_precision_per_day, day_index, roc_auc
+from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +104,16 @@ class ReplayResult:
         return rows
 
 
-class ReplayHost:
-    """What the daemon's monitor reads of a daemon, for a replay: the pipeline, no Kafka.
+class ReplayHost(PipelineHost):
+    """The host of a replay: the pipeline, no Kafka, no checkpoints.
 
     A ``checkpoint`` drift action cannot write a checkpoint here (a replay has none); it is
     counted instead, so the report shows when the daemon would have written one.
     """
 
-    def __init__(self, pipeline: Pipeline):
+    def __init__(self, pipeline: Pipeline, monitor: DaemonMonitor | None = None):
         self.pipeline = pipeline
-        self.assigned: set[tuple[str, int]] = set()
-        self.source = None
+        self.monitor = monitor
         self.checkpoints_requested = 0
 
     def request_checkpoint(self, reason: str, tags: list[str] | None = None) -> None:
@@ -174,7 +175,7 @@ def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, l
             delay: float | None, start: float | None, on_batch: Callable[[int, int | None, Any], None] | None,
             monitor: Any, scores_to: Path | None) -> tuple[ReplayResult, Pipeline]:
     fields = settings.features.fields
-    host = ReplayHost(pipeline)
+    host = ReplayHost(pipeline, monitor)
     if monitor is not None:
         monitor.attach(host)
     detections: list[dict[str, Any]] = []
@@ -207,7 +208,9 @@ def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, l
                               times=j.times)
             if monitor is not None:
                 monitor.on_batch(host, out, None)
-                for report in monitor.flush(pipeline):  # detects and carries out the action
+                reports = monitor.flush(host)
+                host.act_on_drift(reports)
+                for report in reports:
                     detections.extend(_detection_record(d, report.action) for d in report.detections)
             done += len(part)
             if on_batch is not None:

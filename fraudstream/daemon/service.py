@@ -29,14 +29,8 @@ from fraudstream.daemon.decode import LABEL, TX, Incoming
 from fraudstream.daemon.pipeline import BatchOutput, Pipeline, decide, parse_label, rfc3339, time_key
 from fraudstream.errors import EventInvalid, FraudstreamError
 from fraudstream.features import FeaturePipeline, Transaction
-
-#: Most transactions one request may ask explanations for (each costs ``n_features`` rows).
-EXPLAIN_MAX = 1_000
-
-
-class IngestUnavailable(FraudstreamError):
-    """Not every transaction of a request was acknowledged by the transactions topic (the
-    API answers 503; some may be stored, so a resent request may ingest them twice)."""
+from fraudstream.monitoring.api import EXPLAIN_MAX
+from fraudstream.monitoring.exceptions import IngestUnavailable
 
 
 class RequestInvalid(EventInvalid):

@@ -186,7 +186,7 @@ def test_bearer_token(pipeline):
 
 def test_serve_host_checkpoints_and_resumes(settings, tmp_path):
     from fraudstream.daemon.checkpoint import CheckpointStore
-    from fraudstream.monitoring.api import ApiHost
+    from fraudstream.daemon.serve import ApiHost
 
     store = CheckpointStore(tmp_path / "ck", 3)
     host = ApiHost(settings, Pipeline.restore_or_create(settings, store), store)

@@ -32,6 +32,7 @@ from fraudstream.daemon.lifecycle import (
     write_request,
 )
 from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.replay import ReplayHost
 from fraudstream.daemon.state_io import read_state, write_state
 from fraudstream.errors import ConfigInvalid
 from fraudstream.models.builder import build_model
@@ -321,19 +322,15 @@ def test_requests_are_refused_with_the_lifecycle_off(tmp_path):
 
 def test_monitor_counts_promotions_and_rollbacks_and_exports_ap(trained):
     pipe, _ = trained.restore()
-
-    class Daemon:  # what the monitor reads of a daemon
-        pipeline = pipe
-        assigned: set = set()
-        source = None
+    host = ReplayHost(pipe)  # a host without Kafka
 
     registry = CollectorRegistry()
     monitor = DaemonMonitor(trained.settings, registry, serve=False)
-    monitor.attach(Daemon())  # counts from before the restart are not counted again
+    monitor.attach(host)  # counts from before the restart are not counted again
     pipe.lifecycle.promote(pipe.learner, pipe.model_version, pipe.pending.now, "test")
     pipe.lifecycle.reset_challenger(pipe.learner, pipe.model_version, pipe.pending.now, "test")
     pipe.lifecycle.observe_many([0.2, 0.9], [0.1, 0.3], [0, 1], [pipe.pending.now + 1] * 2)
-    monitor.on_idle(Daemon())
+    monitor.on_idle(host)
     value = registry.get_sample_value
     assert value("fraudstream_model_promotions_total") == 1.0
     assert value("fraudstream_model_rollbacks_total") == 1.0
@@ -390,7 +387,7 @@ def test_a_change_before_any_event_has_no_event_time():
 
 
 def test_serve_applies_a_request_after_the_next_call(trained, stream, tmp_path):
-    from fraudstream.monitoring.api import ApiHost
+    from fraudstream.daemon.serve import ApiHost
 
     pipe, store = trained.restore(tmp_path)
     host = ApiHost(trained.settings, pipe, store)
