@@ -434,13 +434,13 @@ def serve(
     setup_logging(log_level)
     settings = settings_from(config)
     from fraudstream.daemon.checkpoint import CheckpointStore
-    from fraudstream.daemon.pipeline import Pipeline
+    from fraudstream.daemon.engine import Engine
     from fraudstream.daemon.serve import ApiHost
 
     mon = settings.monitoring
     try:
         store = CheckpointStore(checkpoint_dir or settings.checkpoints.directory, settings.checkpoints.keep)
-        pipeline = Pipeline.restore_or_create(settings, store, artifact)
+        pipeline = Engine.restore_or_create(settings, store, artifact)
         ApiHost(settings, pipeline, store).serve(host or mon.host, mon.port if port is None else port)
     except FraudstreamError as exc:
         fail(str(exc))

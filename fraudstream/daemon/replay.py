@@ -1,7 +1,7 @@
 """``fraudstream replay``: the daemon's pipeline over files, as fast as possible, for backtests.
 
 Transactions and label events are merged in event-time order and fed to the same
-:class:`~fraudstream.daemon.pipeline.Pipeline` that serves Kafka, batch by batch. Every
+:class:`~fraudstream.daemon.engine.Engine` that serves Kafka, batch by batch. Every
 transaction is scored before its label is learned, so the scores and the report are
 prequential: what the daemon would have scored and how well, had it run on that stream.
 
@@ -30,8 +30,8 @@ import pandas as pd
 from fraudstream.config import Settings
 from fraudstream.consumers.files import merge_chunks, parse_duration
 from fraudstream.daemon.decode import LABEL, TX, Incoming
-from fraudstream.daemon.host import PipelineHost
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
+from fraudstream.daemon.host import EngineHost
 from fraudstream.features import EventChunks
 from fraudstream.models.evaluation import average_precision, card_precision_per_day, day_index, roc_auc
 from fraudstream.monitoring.daemon_monitor import DaemonMonitor
@@ -104,15 +104,15 @@ class ReplayResult:
         return rows
 
 
-class ReplayHost(PipelineHost):
-    """The host of a replay: the pipeline, no Kafka, no checkpoints.
+class ReplayHost(EngineHost):
+    """The host of a replay: the engine, no Kafka, no checkpoints.
 
     A ``checkpoint`` drift action cannot write a checkpoint here (a replay has none); it is
     counted instead, so the report shows when the daemon would have written one.
     """
 
-    def __init__(self, pipeline: Pipeline, monitor: DaemonMonitor | None = None):
-        self.pipeline = pipeline
+    def __init__(self, pipeline: Engine, monitor: DaemonMonitor | None = None):
+        self.engine = pipeline
         self.monitor = monitor
         self.checkpoints_requested = 0
 
@@ -128,11 +128,11 @@ def run_replay(
     artifact: Path | None = None,
     on_batch: Callable[[int, int | None, Any], None] | None = None,
     monitor: Any = None,
-    pipeline: Pipeline | None = None,
+    pipeline: Engine | None = None,
     start: float | None = None,
     warm_from: Path | None = None,
     scores_to: Path | None = None,
-) -> tuple[ReplayResult, Pipeline]:
+) -> tuple[ReplayResult, Engine]:
     """Replay ``data`` (and ``labels``) through a new pipeline; return what it scored.
 
     The files are read ``replay.chunk_rows`` rows at a time (see
@@ -153,7 +153,7 @@ def run_replay(
     label_chunks = EventChunks(labels, fields, chunk_rows) if labels else None
     delay = None if labels else parse_duration(label_delay) if label_delay else None
     if pipeline is None:
-        pipeline = Pipeline.create(settings, artifact)
+        pipeline = Engine.create(settings, artifact)
     if warm_from is not None:
         pipeline.warm_features(warm_from)
     own_thread = settings.training.enabled and pipeline.background is None
@@ -171,9 +171,9 @@ def run_replay(
             pipeline.close()
 
 
-def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, label_chunks: EventChunks | None,
+def _replay(settings: Settings, pipeline: Engine, transactions: EventChunks, label_chunks: EventChunks | None,
             delay: float | None, start: float | None, on_batch: Callable[[int, int | None, Any], None] | None,
-            monitor: Any, scores_to: Path | None) -> tuple[ReplayResult, Pipeline]:
+            monitor: Any, scores_to: Path | None) -> tuple[ReplayResult, Engine]:
     fields = settings.features.fields
     host = ReplayHost(pipeline, monitor)
     if monitor is not None:

@@ -1,4 +1,4 @@
-"""``fraudstream serve``: a pipeline behind the HTTP API, with no Kafka.
+"""``fraudstream serve``: an engine behind the HTTP API, with no Kafka.
 
 The HTTP API is the only ingress; each request is a batch of the daemon's per-batch step
 (:class:`fraudstream.daemon.service.ScoringService`). This host owns what the Kafka daemon
@@ -21,9 +21,10 @@ from fastapi import FastAPI
 
 from fraudstream.config import Settings
 from fraudstream.daemon.checkpoint import CheckpointStore
-from fraudstream.daemon.host import PipelineHost
+from fraudstream.daemon.engine import Engine
+from fraudstream.daemon.host import EngineHost
 from fraudstream.daemon.lifecycle import ModelRequests
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.policies import handle_model_requests
 from fraudstream.daemon.service import ScoringService
 from fraudstream.monitoring.api import add_scoring_routes
 from fraudstream.monitoring.daemon_monitor import DaemonMonitor
@@ -49,8 +50,8 @@ class KeepSignalServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-class ApiHost(PipelineHost):
-    """A pipeline served over HTTP only.
+class ApiHost(EngineHost):
+    """An engine served over HTTP only.
 
     Requests are the batches; after each one the monitor is fed (so ``/metrics`` counts API
     traffic) and a checkpoint is written every ``checkpoints.every_steps`` training steps,
@@ -58,20 +59,20 @@ class ApiHost(PipelineHost):
     ``serve`` its own checkpoint directory rather than a Kafka daemon's.
     """
 
-    def __init__(self, settings: Settings, pipeline: Pipeline, store: CheckpointStore):
+    def __init__(self, settings: Settings, engine: Engine, store: CheckpointStore):
         self.settings = settings
-        self.pipeline = pipeline
+        self.engine = engine
         self.store = store
         self.lock = threading.RLock()
         self._requested: tuple[str, list[str]] | None = None
-        self._steps_at_checkpoint = pipeline.trainer.steps
+        self._steps_at_checkpoint = engine.trainer.steps
         self.monitor = DaemonMonitor(settings, serve=False)
         self.monitor.attach(self)
-        self.service = ScoringService(pipeline, self.lock, self._after_batch)
+        self.service = ScoringService(engine, self.lock, self._after_batch)
         self.model_requests = ModelRequests(store.directory)  # checked after each request
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        return True, {"state_loaded": True, "origin": self.pipeline.origin}
+        return True, {"state_loaded": True, "origin": self.engine.origin}
 
     def app(self) -> FastAPI:
         mon = self.settings.monitoring
@@ -85,26 +86,26 @@ class ApiHost(PipelineHost):
         """Runs under the lock after each ingested request."""
         self.monitor.on_batch(self, out, None)
         self.act_on_drift(self.monitor.on_idle(self))
-        if self.pipeline.handle_model_requests(self.model_requests, self.store) and self._requested is None:
+        if handle_model_requests(self.engine, self.model_requests, self.store) and self._requested is None:
             self._requested = ("lifecycle", ["lifecycle"])
         if self._requested is not None:
             reason, tags = self._requested
             self._requested = None
             self.checkpoint(reason, tags)
-        elif self.pipeline.trainer.steps - self._steps_at_checkpoint >= self.settings.checkpoints.every_steps:
+        elif self.engine.trainer.steps - self._steps_at_checkpoint >= self.settings.checkpoints.every_steps:
             self.checkpoint("interval")
 
     def checkpoint(self, reason: str, tags: list[str] | None = None) -> None:
         with self.lock:
             started = time.monotonic()
             self.flush_monitor()
-            info = self.pipeline.save_checkpoint(
+            info = self.engine.save_checkpoint(
                 self.store, {}, reason=reason, tags=tags, extra_state=self.monitor.state_dict(),
                 score=self.monitor.checkpoint_score(),
             )
-            self._steps_at_checkpoint = self.pipeline.trainer.steps
+            self._steps_at_checkpoint = self.engine.trainer.steps
             self.monitor.on_checkpoint(self, info, time.monotonic() - started)
-            log.info("checkpoint %s (%s): model_version=%s", info.name, reason, self.pipeline.model_version)
+            log.info("checkpoint %s (%s): model_version=%s", info.name, reason, self.engine.model_version)
 
     def serve(self, host: str, port: int) -> None:
         """Serve in the foreground until SIGINT/SIGTERM (uvicorn's handlers), then checkpoint."""

@@ -14,7 +14,7 @@ import pytest
 from fraudstream.config import load_settings
 from fraudstream.daemon.app import Daemon
 from fraudstream.daemon.checkpoint import CheckpointStore
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
 from fraudstream.daemon.replay import ReplayHost
 from fraudstream.daemon.serve import ApiHost
 from fraudstream.monitoring.daemon_monitor import DaemonMonitor
@@ -28,7 +28,7 @@ def settings():
 
 
 def test_every_host_shows_the_monitor_the_same_view(settings, tmp_path):
-    pipe = Pipeline.create(settings)
+    pipe = Engine.create(settings)
     store = CheckpointStore(tmp_path)
     hosts = [Daemon(settings, store, pipe), ApiHost(settings, pipe, store), ReplayHost(pipe)]
     for host in hosts:
@@ -39,7 +39,7 @@ def test_every_host_shows_the_monitor_the_same_view(settings, tmp_path):
 
 
 def test_the_monitor_reports_a_drift_and_the_host_acts_on_it(settings):
-    pipe = Pipeline.create(settings)
+    pipe = Engine.create(settings)
     host = ReplayHost(pipe)
     monitor = DaemonMonitor(settings, serve=False)
     monitor.attach(host)
