@@ -13,11 +13,12 @@ what they mean.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from fraudstream.features import FeaturePipeline
+if TYPE_CHECKING:  # a view, not a dependency: importing the monitor stays light
+    from fraudstream.features import FeaturePipeline
 
 
 class LifecycleView(Protocol):
