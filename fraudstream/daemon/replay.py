@@ -111,8 +111,8 @@ class ReplayHost(EngineHost):
     counted instead, so the report shows when the daemon would have written one.
     """
 
-    def __init__(self, pipeline: Engine, monitor: DaemonMonitor | None = None):
-        self.engine = pipeline
+    def __init__(self, engine: Engine, monitor: DaemonMonitor | None = None):
+        self.engine = engine
         self.monitor = monitor
         self.checkpoints_requested = 0
 
