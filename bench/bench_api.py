@@ -1,7 +1,7 @@
 """Cost of a dry-run score and of explanations, against the size of the feature state.
 
 A dry run copies the window state of only the entities a request names
-(:func:`fraudstream.daemon.service.fork_features`); the alternative, copying the whole
+(:meth:`fraudstream.features.FeaturePipeline.fork`); the alternative, copying the whole
 feature state, is timed alongside. Prints the figures and writes bench/results/api.json.
 
     .venv/bin/python bench/bench_api.py [--transactions 200000]
@@ -18,7 +18,7 @@ import numpy as np
 
 from fraudstream.config import load_settings
 from fraudstream.daemon.decode import TX, Incoming
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
 from fraudstream.daemon.service import ScoringService
 from fraudstream.features import FeaturePipeline
 
@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--transactions", type=int, default=200_000)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    pipe = Pipeline.create(load_settings())
+    pipe = Engine.create(load_settings())
     for first in range(0, args.transactions, 5_000):
         pipe.process([Incoming(TX, e) for e in events(rng, 5_000, first, 50_000, 100_000)])
     service = ScoringService(pipe)

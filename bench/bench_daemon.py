@@ -440,14 +440,14 @@ def latency(args, client: str, topics: dict[str, str], backlog: list, live: list
 #: The loop's stages (the daemon's functions whose cumulative time each one is) for --profile.
 STAGES = {
     "poll": ["consumers/kafka.py:*(poll)", "consumers/confluent.py:*(poll)"],
-    "decode": ["daemon/decode.py:*(decode_json)", "features/pipeline.py:*(parse)", "daemon/pipeline.py:*(parse_label)"],
+    "decode": ["daemon/decode.py:*(decode_json)", "features/pipeline.py:*(parse)", "daemon/step.py:*(parse_label)"],
     "features": ["features/pipeline.py:*(replay_many)", "features/pipeline.py:*(normalize)"],
     "score": ["models/learner.py:*(score_many)"],
     "produce": ["consumers/sink.py:*(send_json)"],
-    "learn (hand-off)": ["daemon/pipeline.py:*(_learn)"],
+    "learn (hand-off)": ["daemon/engine.py:*(_learn)"],
     "monitoring": ["monitoring/daemon_monitor.py:*(on_batch)", "monitoring/daemon_monitor.py:*(on_idle)"],
-    "checkpoint capture": ["daemon/pipeline.py:*(capture_checkpoint)"],
-    "batch (process)": ["daemon/pipeline.py:*(process)"],
+    "checkpoint capture": ["daemon/engine.py:*(capture_checkpoint)"],
+    "batch (process)": ["daemon/engine.py:*(process)"],
 }
 
 

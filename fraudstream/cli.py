@@ -342,7 +342,7 @@ def run(
     from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 
     try:
-        daemon = Daemon(settings, artifact, monitor=DaemonMonitor(settings), warm_from=warm_from)
+        daemon = Daemon.open(settings, artifact, monitor=DaemonMonitor(settings), warm_from=warm_from)
         daemon.run(max_seconds=max_seconds)
     except FraudstreamError as exc:
         fail(str(exc))
@@ -438,13 +438,13 @@ def serve(
     setup_logging(log_level)
     settings = settings_from(config)
     from fraudstream.daemon.checkpoint import CheckpointStore
-    from fraudstream.daemon.pipeline import Pipeline
-    from fraudstream.monitoring.api import ApiHost
+    from fraudstream.daemon.engine import Engine
+    from fraudstream.daemon.serve import ApiHost
 
     mon = settings.monitoring
     try:
         store = CheckpointStore(checkpoint_dir or settings.checkpoints.directory, settings.checkpoints.keep)
-        pipeline = Pipeline.restore_or_create(settings, store, artifact)
+        pipeline = Engine.restore_or_create(settings, store, artifact)
         ApiHost(settings, pipeline, store).serve(host or mon.host, mon.port if port is None else port)
     except FraudstreamError as exc:
         fail(str(exc))

@@ -135,12 +135,12 @@ def run_demo(
 
         console.print("[bold]4/5[/] starting the daemon")
         monitor = DaemonMonitor(settings)
-        daemon = Daemon(settings, report.artifact, monitor=monitor, warm_from=history_file)
-        if daemon.pipeline.resumed_seq is None:
-            console.print(f"      feature windows warmed from the history: {daemon.pipeline.features.n_entities}")
+        daemon = Daemon.open(settings, report.artifact, monitor=monitor, warm_from=history_file)
+        if daemon.engine.resumed_seq is None:
+            console.print(f"      feature windows warmed from the history: {daemon.engine.features.n_entities}")
         daemon_thread = threading.Thread(target=daemon.run, name="fraudstream-daemon", daemon=True)
         daemon_thread.start()
-        console.print(f"      metrics on {monitor.server.url}/metrics" if monitor.server else "")
+        console.print(f"      metrics on {daemon.http.url}/metrics" if daemon.http else "")
 
         console.print(f"[bold]5/5[/] streaming {len(stream.transactions):,} transactions and their labels "
                       f"at {rate:,.0f} tx/s")
@@ -178,8 +178,8 @@ def run_demo(
                     "events/s": f"{rate_now:,.0f}",
                     "transactions scored": f"{scored:,} / {total_tx:,}",
                     "labels joined": value("fraudstream_labels_joined_total"),
-                    "training steps": daemon.pipeline.trainer.steps,
-                    "model version": daemon.pipeline.model_version,
+                    "training steps": daemon.engine.trainer.steps,
+                    "model version": daemon.engine.model_version,
                     "rolling AP (prequential)": "-" if ap is None else f"{ap:.3f}",
                     "rolling ROC AUC": "-" if snap.get("roc_auc") is None else f"{snap['roc_auc']:.3f}",
                     "drift alarms": len(monitor.detections),
@@ -189,7 +189,7 @@ def run_demo(
                 sent = produced.get("report")
                 drained = sent is not None and consumed >= sent.transactions + sent.labels
                 if drained and not caught_up:
-                    daemon.pipeline.drain()  # the learning thread catches up before the last view
+                    daemon.engine.drain()  # the learning thread catches up before the last view
                     caught_up = True
                     continue
                 if drained or not daemon_thread.is_alive() or "error" in produced:

@@ -1,6 +1,6 @@
 """A file source for replay: transactions and label events merged in event-time order.
 
-Replay runs the daemon's own :class:`~fraudstream.daemon.pipeline.Pipeline` over files, so
+Replay runs the daemon's own :class:`~fraudstream.daemon.engine.Engine` over files, so
 this module only has to turn tables into the same stream of records Kafka would deliver:
 transaction dicts and label-event dicts, in event-time order, label events first at an
 equal time (a label known at ``t`` is known to a transaction at ``t``).

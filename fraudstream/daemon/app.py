@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,11 @@ from fraudstream.consumers.clients import check_connection, kafka_sink, kafka_so
 from fraudstream.consumers.exceptions import KafkaMemberFenced, SinkFailed
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
+from fraudstream.daemon.engine import Engine
+from fraudstream.daemon.host import EngineHost
 from fraudstream.daemon.lifecycle import ModelRequests
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.policies import handle_model_requests
+from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 
 log = logging.getLogger(__name__)
 
@@ -105,33 +109,57 @@ def freeze_heap(collect: bool = True) -> None:
     gc.freeze()
 
 
-class Daemon:
-    """``fraudstream run``: the Kafka loop around a :class:`Pipeline`."""
+class Daemon(EngineHost):
+    """``fraudstream run``: the Kafka loop around a :class:`~fraudstream.daemon.engine.Engine`.
 
-    def __init__(self, settings: Settings, artifact: Path | None = None, monitor: Any = None,
-                 warm_from: Path | None = None):
+    :meth:`open` makes one: it locks the checkpoint directory, resumes (or creates) the
+    engine and starts the HTTP server; :meth:`run` then owns the loop until a signal.
+    """
+
+    @classmethod
+    def open(cls, settings: Settings, artifact: Path | None = None, monitor: DaemonMonitor | None = None,
+             warm_from: Path | None = None) -> Daemon:
+        """Lock ``checkpoints.directory``, resume from its newest valid checkpoint (or start
+        from ``artifact``, or a fresh model), warm the windows from ``warm_from`` when no
+        checkpoint was resumed, and serve the monitor's metrics and the scoring API over
+        HTTP when it asks to be served."""
+        store = CheckpointStore(settings.checkpoints.directory, settings.checkpoints.keep)
+        store.lock()
+        try:
+            engine = Engine.restore_or_create(settings, store, artifact)
+            if warm_from is not None:
+                if engine.resumed_seq is None:
+                    engine.warm_features(warm_from)
+                else:  # a checkpoint's windows already hold what it has seen
+                    log.info("resumed from a checkpoint: %s not read", warm_from)
+        except BaseException:
+            store.unlock()
+            raise
+        daemon = cls(settings, store, engine, monitor)
+        if monitor is not None and monitor.serve:
+            daemon.start_http()
+        return daemon
+
+    def __init__(self, settings: Settings, store: CheckpointStore, engine: Engine,
+                 monitor: DaemonMonitor | None = None):
+        """A daemon around ``engine``, whose checkpoints go to ``store`` (locked by the caller)."""
         self.settings = settings
-        self.store = CheckpointStore(settings.checkpoints.directory, settings.checkpoints.keep)
-        self.store.lock()
-        self.pipeline = Pipeline.restore_or_create(settings, self.store, artifact)
-        if warm_from is not None:
-            if self.pipeline.resumed_seq is None:
-                self.pipeline.warm_features(warm_from)
-            else:  # a checkpoint's windows already hold what it has seen
-                log.info("resumed from a checkpoint: %s not read", warm_from)
+        self.store = store
+        self.engine = engine
         self.monitor = monitor
-        self.offsets: dict[tuple[str, int], int] = dict(self.pipeline.offsets)
+        self.http: Any = None  # a monitoring.server.MonitoringServer once start_http() ran
+        self.offsets: dict[tuple[str, int], int] = dict(self.engine.offsets)
         # Resumed from an older checkpoint than the newest on disk (that one is corrupt):
         # offsets committed since may belong to what the newer one learned.
         newest = next(iter(self.store.list(verify=False)), None)
-        self._fell_back = self.pipeline.resumed_seq is not None and newest is not None and newest.seq > self.pipeline.resumed_seq
+        self._fell_back = self.engine.resumed_seq is not None and newest is not None and newest.seq > self.engine.resumed_seq
         self.stopping = threading.Event()
         self.lock = threading.RLock()
         self.assigned: set[tuple[str, int]] = set()
         self.checkpoints_written = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fraudstream-checkpoint")
         self._writing: tuple | None = None  # (future, offsets, reason, started, capture seconds)
-        self._steps_at_checkpoint = self.pipeline.trainer.steps
+        self._steps_at_checkpoint = self.engine.trainer.steps
         self._last_checkpoint = time.monotonic()
         topics = settings.kafka.topics
         self._kind_of = {topics.transactions: TX, topics.labels: LABEL}
@@ -150,6 +178,38 @@ class Daemon:
         if monitor is not None:
             monitor.attach(self)
         self.sink: Any = None  # consumers.clients.kafka_sink
+
+    def start_http(self) -> None:
+        """Serve ``/metrics``, ``/healthz``, ``/readyz`` and the scoring API (``/v1``)."""
+        from fraudstream.daemon.service import ScoringService
+        from fraudstream.monitoring.api import add_scoring_routes
+        from fraudstream.monitoring.server import MonitoringServer, create_app
+
+        monitor, mon = self.monitor, self.settings.monitoring
+        app = create_app(monitor.metrics, monitor.readiness)
+        # a Kafka daemon makes HTTP transactions durable in its transactions topic first
+        service = ScoringService(self.engine, self.lock, lambda out: monitor.on_batch(self, out, None),
+                                 publish=self.publish_transactions)
+        add_scoring_routes(app, service, mon.api_token, mon.api_max_body_bytes)
+        self.http = MonitoringServer(app, mon.host, mon.port)
+        self.http.start()
+        log.info("monitoring on %s (/metrics, /healthz, /readyz)", self.http.url)
+
+    def stop_http(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
+
+    # -- what the monitor reads (fraudstream.monitoring.host.MonitoredHost) -------------------
+
+    def assigned_partitions(self) -> set[tuple[str, int]]:
+        return self.assigned  # read-only by contract: no copy, which a rebalance could change mid-way
+
+    def broker_reachable(self) -> bool:
+        return self.source is not None and self.source.connected()
+
+    def consumer_lag(self) -> Mapping[tuple[str, int], int] | None:
+        return None if self.source is None else self.source.lag(self.offsets)
 
     # -- rebalance hooks (worker thread) ----------------------------------------------------
 
@@ -199,14 +259,14 @@ class Daemon:
         self.sink = kafka_sink(kafka)
         self.source = self._new_source()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        self.pipeline.learn_in_background()  # scoring never waits for a training step
-        self.pipeline.prepare_checkpoints()  # not in the first checkpoint's pause
+        self.engine.learn_in_background()  # scoring never waits for a training step
+        self.engine.prepare_checkpoints()  # not in the first checkpoint's pause
         # Hand the GIL over within 1 ms instead of 5: the learning and checkpoint threads
         # run Python between TensorFlow calls, and the loop should not wait on them.
         sys.setswitchinterval(0.001)
         freeze_heap()
-        log.info("daemon started: model_version=%s, %d pending, group %s as %s", self.pipeline.model_version,
-                 len(self.pipeline.pending), kafka.group_id, self.group_instance_id or "a dynamic member")
+        log.info("daemon started: model_version=%s, %d pending, group %s as %s", self.engine.model_version,
+                 len(self.engine.pending), kafka.group_id, self.group_instance_id or "a dynamic member")
         try:
             while not self.stopping.is_set() and (deadline is None or time.monotonic() < deadline):
                 began = time.monotonic()
@@ -220,9 +280,9 @@ class Daemon:
                         self._report_learning()
                     if self.assigned - self.offsets.keys():
                         self._note_positions()
-                    if self.monitor is not None:
-                        self.monitor.on_idle(self)  # may adapt training after a drift: under the lock
-                    if self.pipeline.handle_model_requests(self.model_requests, self.store) and self._requested is None:
+                    if self.monitor is not None:  # may adapt training after a drift: under the lock
+                        self.act_on_drift(self.monitor.on_idle(self))
+                    if handle_model_requests(self.engine, self.model_requests, self.store) and self._requested is None:
                         self._requested = ("lifecycle", ["lifecycle"])  # a promotion or rollback: keep it
                     self._finish_checkpoint(wait=False)
                     if self._writing is None:  # one at a time: a due or requested one waits its turn
@@ -238,11 +298,10 @@ class Daemon:
                 self.checkpoint(reason="stop")  # the learner is drained: every step is reported
                 self._report_learning()
                 self.closing = True
-            self.pipeline.close()
+            self.engine.close()
             self._writer.shutdown()
             self.source.close()
-            if self.monitor is not None:
-                self.monitor.close()  # before the sink: an HTTP ingest in flight still gets produced
+            self.stop_http()  # before the sink: an HTTP ingest in flight still gets produced
             self.sink.close()
             self.store.unlock()
             if self.fenced is None:
@@ -306,7 +365,7 @@ class Daemon:
                      answered=bool(r.headers) and ANSWERED_HEADER in r.headers)
             for r in records
         ]
-        out = self.pipeline.process(batch, received_at=time.time())
+        out = self.engine.process(batch, received_at=time.time())
         topics = self.settings.kafka.topics
         answered = set(out.answered)
         for i, (key, score) in enumerate(out.scores):
@@ -348,16 +407,16 @@ class Daemon:
 
     def _report_learning(self) -> None:
         """Steps the learning thread finished while no batch came to carry them."""
-        steps = self.pipeline.finished_learning()
+        steps = self.engine.finished_learning()
         if steps and self.monitor is not None:
             self.monitor.on_learned(self, steps)
 
     def _checkpoint_due(self) -> bool:
         cfg = self.settings.checkpoints
-        if self.offsets == self.pipeline.offsets:
+        if self.offsets == self.engine.offsets:
             return False  # nothing consumed since the last checkpoint
         return (
-            self.pipeline.trainer.steps - self._steps_at_checkpoint >= cfg.every_steps
+            self.engine.trainer.steps - self._steps_at_checkpoint >= cfg.every_steps
             or time.monotonic() - self._last_checkpoint >= cfg.every_seconds
         )
 
@@ -379,13 +438,14 @@ class Daemon:
         started = time.monotonic()
         offsets = dict(self.offsets)
         monitor = self.monitor
-        write = self.pipeline.capture_checkpoint(
+        self.flush_monitor()
+        write = self.engine.capture_checkpoint(
             offsets, reason=reason, tags=tags,
             extra_state=monitor.state_dict() if monitor is not None else None,
             score=monitor.checkpoint_score() if monitor is not None else None,
         )
         self._last_checkpoint = time.monotonic()
-        self._steps_at_checkpoint = self.pipeline.trainer.steps
+        self._steps_at_checkpoint = self.engine.trainer.steps
         captured_s = self._last_checkpoint - started
         self._writing = (self._writer.submit(self._write_checkpoint, write), offsets, reason, started, captured_s)
         return self._finish_checkpoint(wait=True) if wait else True
@@ -413,7 +473,7 @@ class Daemon:
             if self.monitor is not None:
                 self.monitor.on_checkpoint_failed(self, exc)
             return False
-        self.pipeline.offsets = offsets
+        self.engine.offsets = offsets
         try:
             committed = self.source.commit(offsets, timeout_ms=None if wait else LOOP_COMMIT_TIMEOUT_MS)
         except KafkaMemberFenced as exc:  # the checkpoint is durable; its offsets are not ours to commit

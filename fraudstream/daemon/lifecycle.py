@@ -43,6 +43,7 @@ from fraudstream.daemon.state_io import read_state
 from fraudstream.durable import write_json
 from fraudstream.errors import FraudstreamError
 from fraudstream.models.evaluation import average_precision, roc_auc
+from fraudstream.monitoring.loss import log_loss
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ HISTORY_KEPT = 100  # lifecycle events kept in the state (the log has them all)
 REQUEST_FILE = "model-request.json"
 ACK_FILE = "model-request.ack.json"
 REQUEST_CHECK_EVERY_S = 1.0
-_EPS = 1e-7
 
 
 class ModelVersionUnknown(FraudstreamError):
@@ -93,12 +93,10 @@ def promotion_verdict(champion_ap: float | None, challenger_ap: float | None, ro
 
 def _model_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
     both = labels.size > 0 and 0 < labels.sum() < labels.size
-    clipped = np.clip(scores, _EPS, 1 - _EPS)
-    loss = -(labels * np.log(clipped) + (1 - labels) * np.log1p(-clipped)).mean() if labels.size else None
     return {
         "average_precision": float(average_precision(labels, scores)) if labels.sum() > 0 else None,
         "roc_auc": float(roc_auc(labels, scores)) if both else None,
-        "log_loss": None if loss is None else float(loss),
+        "log_loss": log_loss(labels, scores),
         "mean_score": float(scores.mean()) if labels.size else None,
     }
 
@@ -199,13 +197,12 @@ class ModelLifecycle:
     """
 
     def __init__(self, settings: LifecycleSettings, model, version: int):
-        from fraudstream.models.backend import keras
-
+        from fraudstream.models.builder import clone_network
         from fraudstream.models.scorer import Scorer
 
         self.settings = settings
         weights = model.get_weights()
-        self._models = [keras.models.clone_model(model) for _ in range(2)]  # the champion's own weights
+        self._models = [clone_network(model) for _ in range(2)]  # the champion's own weights
         for copy in self._models:
             copy.set_weights(weights)
         self._scorers = [Scorer(copy) for copy in self._models]

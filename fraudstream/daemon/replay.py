@@ -1,7 +1,7 @@
 """``fraudstream replay``: the daemon's pipeline over files, as fast as possible, for backtests.
 
 Transactions and label events are merged in event-time order and fed to the same
-:class:`~fraudstream.daemon.pipeline.Pipeline` that serves Kafka, batch by batch. Every
+:class:`~fraudstream.daemon.engine.Engine` that serves Kafka, batch by batch. Every
 transaction is scored before its label is learned, so the scores and the report are
 prequential: what the daemon would have scored and how well, had it run on that stream.
 
@@ -30,9 +30,11 @@ import pandas as pd
 from fraudstream.config import Settings
 from fraudstream.consumers.files import merge_chunks, parse_duration
 from fraudstream.daemon.decode import LABEL, TX, Incoming
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
+from fraudstream.daemon.host import EngineHost
 from fraudstream.features import EventChunks
 from fraudstream.models.evaluation import average_precision, card_precision_per_day, day_index, roc_auc
+from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +98,16 @@ class ReplayResult:
         return rows
 
 
-class ReplayHost:
-    """What the daemon's monitor reads of a daemon, for a replay: the pipeline, no Kafka.
+class ReplayHost(EngineHost):
+    """The host of a replay: the engine, no Kafka, no checkpoints.
 
     A ``checkpoint`` drift action cannot write a checkpoint here (a replay has none); it is
     counted instead, so the report shows when the daemon would have written one.
     """
 
-    def __init__(self, pipeline: Pipeline):
-        self.pipeline = pipeline
-        self.assigned: set[tuple[str, int]] = set()
-        self.source = None
+    def __init__(self, engine: Engine, monitor: DaemonMonitor | None = None):
+        self.engine = engine
+        self.monitor = monitor
         self.checkpoints_requested = 0
 
     def request_checkpoint(self, reason: str, tags: list[str] | None = None) -> None:
@@ -121,11 +122,11 @@ def run_replay(
     artifact: Path | None = None,
     on_batch: Callable[[int, int | None, Any], None] | None = None,
     monitor: Any = None,
-    pipeline: Pipeline | None = None,
+    pipeline: Engine | None = None,
     start: float | None = None,
     warm_from: Path | None = None,
     scores_to: Path | None = None,
-) -> tuple[ReplayResult, Pipeline]:
+) -> tuple[ReplayResult, Engine]:
     """Replay ``data`` (and ``labels``) through a new pipeline; return what it scored.
 
     The files are read ``replay.chunk_rows`` rows at a time (see
@@ -146,7 +147,7 @@ def run_replay(
     label_chunks = EventChunks(labels, fields, chunk_rows) if labels else None
     delay = None if labels else parse_duration(label_delay) if label_delay else None
     if pipeline is None:
-        pipeline = Pipeline.create(settings, artifact)
+        pipeline = Engine.create(settings, artifact)
     if warm_from is not None:
         pipeline.warm_features(warm_from)
     own_thread = settings.training.enabled and pipeline.background is None
@@ -164,11 +165,11 @@ def run_replay(
             pipeline.close()
 
 
-def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, label_chunks: EventChunks | None,
+def _replay(settings: Settings, pipeline: Engine, transactions: EventChunks, label_chunks: EventChunks | None,
             delay: float | None, start: float | None, on_batch: Callable[[int, int | None, Any], None] | None,
-            monitor: Any, scores_to: Path | None) -> tuple[ReplayResult, Pipeline]:
+            monitor: Any, scores_to: Path | None) -> tuple[ReplayResult, Engine]:
     fields = settings.features.fields
-    host = ReplayHost(pipeline)
+    host = ReplayHost(pipeline, monitor)
     if monitor is not None:
         monitor.attach(host)
     detections: list[dict[str, Any]] = []
@@ -201,7 +202,9 @@ def _replay(settings: Settings, pipeline: Pipeline, transactions: EventChunks, l
                               times=j.times)
             if monitor is not None:
                 monitor.on_batch(host, out, None)
-                for report in monitor.flush(pipeline):  # detects and carries out the action
+                reports = monitor.flush(host)
+                host.act_on_drift(reports)
+                for report in reports:
                     detections.extend(_detection_record(d, report.action) for d in report.detections)
             done += len(part)
             if on_batch is not None:

@@ -1,22 +1,15 @@
-"""Scoring on request: the same :class:`~fraudstream.daemon.pipeline.Pipeline` step that
+"""Scoring on request: the same :class:`~fraudstream.daemon.engine.Engine` step that
 Kafka batches take, called from the HTTP API.
 
 An ingested request is one more batch: its transactions update the windows, wait in the
 pending store for their labels and are learned from once labelled, exactly as if they had
 come through the ``transactions`` topic. A dry run must change *no* state, so it scores on a
-scratch copy of the feature state.
-
-Why a scratch copy of only the touched entities: copying the whole feature state
-(``FeaturePipeline.from_state_dict(features.state_dict())``) costs about 2.2 s at 135k
-entities (``deepcopy`` about 6 s), far too slow for one request. The rows of a batch depend
-only on the window state of the entities its transactions name, the watermark and the
-normaliser, so :func:`fork_features` copies exactly those: the cost grows with the request,
-not with the state, and the rows are the ones :meth:`Pipeline.process` would compute.
+scratch copy of the feature state of the entities it names (:meth:`FeaturePipeline.fork`),
+whose rows are the ones :meth:`Engine.process` would compute.
 """
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Callable
@@ -26,17 +19,12 @@ import numpy as np
 import orjson
 
 from fraudstream.daemon.decode import LABEL, TX, Incoming
-from fraudstream.daemon.pipeline import BatchOutput, Pipeline, decide, parse_label, rfc3339, time_key
+from fraudstream.daemon.engine import Engine
+from fraudstream.daemon.step import BatchOutput, parse_label, rfc3339, score_records, time_key
 from fraudstream.errors import EventInvalid, FraudstreamError
-from fraudstream.features import FeaturePipeline, Transaction
-
-#: Most transactions one request may ask explanations for (each costs ``n_features`` rows).
-EXPLAIN_MAX = 1_000
-
-
-class IngestUnavailable(FraudstreamError):
-    """Not every transaction of a request was acknowledged by the transactions topic (the
-    API answers 503; some may be stored, so a resent request may ingest them twice)."""
+from fraudstream.features import Transaction
+from fraudstream.monitoring.api import EXPLAIN_MAX
+from fraudstream.monitoring.exceptions import IngestUnavailable
 
 
 class RequestInvalid(EventInvalid):
@@ -48,40 +36,17 @@ class RequestInvalid(EventInvalid):
         self.error = error
 
 
-def fork_features(features: FeaturePipeline, txs: list[Transaction]) -> FeaturePipeline:
-    """A throwaway pipeline holding copies of the window state of the entities ``txs`` name,
-    the watermark and the normaliser: streaming ``txs`` through it gives the rows the live
-    pipeline would give, and leaves the live one untouched.
-
-    This reads the window groups of ``features`` directly; it belongs next to them and
-    should move into :mod:`fraudstream.features` as a public ``fork``.
-    """
-    scratch = FeaturePipeline(features.spec)
-    scratch.normalizer.load_state_dict(copy.deepcopy(features.normalizer.state_dict()))
-    scratch.watermark_us = features.watermark_us
-    scratch._next_sweep_us = features._next_sweep_us
-    live_states = features._event_states + features._label_states
-    own_states = scratch._event_states + scratch._label_states
-    for live, own in zip(live_states, own_states, strict=True):
-        entity = features.entity_key(live.group.entity)
-        for key in {entity(tx) for tx in txs}:
-            found = live.entities.get(key)
-            if found is not None:
-                own.entities[key] = copy.deepcopy(found)
-    return scratch
-
-
 class ScoringService:
-    """What the HTTP API asks of the pipeline, each call under the daemon's lock.
+    """What the HTTP API asks of the engine, each call under the daemon's lock.
 
     ``on_batch(out)`` is called (under the lock) after every ingested batch, so metrics,
     prequential evaluation and drift detection see API traffic as they see Kafka traffic.
     """
 
-    def __init__(self, pipeline: Pipeline, lock: threading.RLock | None = None,
+    def __init__(self, engine: Engine, lock: threading.RLock | None = None,
                  on_batch: Callable[[BatchOutput], None] | None = None,
                  publish: Callable[[list[tuple[bytes, bytes]]], None] | None = None):
-        self.pipeline = pipeline
+        self.engine = engine
         self.lock = lock if lock is not None else threading.RLock()
         self.on_batch = on_batch
         # A Kafka daemon's ``publish_transactions``: an ingest is then scored dry and produced
@@ -91,7 +56,7 @@ class ScoringService:
     def event_schemas(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """JSON Schemas of a transaction and of a label event under the configured field
         names, for the API's OpenAPI document (the parser stays the judge)."""
-        spec = self.pipeline.features.spec
+        spec = self.engine.features.spec
         f = spec.fields
         key = {"type": "string", "minLength": 1}
         when = {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"}
@@ -118,7 +83,7 @@ class ScoringService:
     def parse_many(self, events: list[dict[str, Any]]) -> list[Transaction]:
         """Every event as a transaction, or ``RequestInvalid`` for the first bad one: a request
         is taken whole or not at all, so a client can fix it and send it again."""
-        parse = self.pipeline.features.parse
+        parse = self.engine.features.parse
         out = []
         for i, event in enumerate(events):
             try:
@@ -128,10 +93,10 @@ class ScoringService:
         return out
 
     def check_times(self, kind: str, times_us: list[int | None]) -> None:
-        """``RequestInvalid`` for the first event time the pipeline would dead-letter
+        """``RequestInvalid`` for the first event time the engine would dead-letter
         (:mod:`fraudstream.daemon.eventtime`), checked in order on a copy of its watermarks.
-        Call under the lock, so that the pipeline's watermarks are those the request meets."""
-        clocks, wall, key = self.pipeline.clocks.fork(), time.time(), time_key(Incoming(kind, {}))
+        Call under the lock, so that the engine's watermarks are those the request meets."""
+        clocks, wall, key = self.engine.clocks.fork(), time.time(), time_key(Incoming(kind, {}))
         for i, time_us in enumerate(times_us):
             if time_us is None:
                 continue
@@ -147,7 +112,7 @@ class ScoringService:
         """Scores of ``events`` in order: ``transaction_id``, ``score``, ``decision``,
         ``model_version``, ``scored_at`` (and ``top_features`` with ``explain``).
 
-        Ingest (the default) runs them through :meth:`Pipeline.process`; ``dry_run`` scores
+        Ingest (the default) runs them through :meth:`Engine.process`; ``dry_run`` scores
         them on a scratch copy of the feature state and changes nothing.
         """
         txs = self.parse_many(events)
@@ -160,7 +125,7 @@ class ScoringService:
             if dry_run:
                 results, X = self._score_dry(txs)
             else:
-                out = self.pipeline.process([Incoming(TX, e) for e in events], received_at=time.time())
+                out = self.engine.process([Incoming(TX, e) for e in events], received_at=time.time())
                 if out.dlq:  # validated above; a record failing here is a bug, not bad input
                     raise RuntimeError(f"validated events were rejected: {out.dlq[0]['reason']}")
                 results = [score for _, score in out.scores]
@@ -181,7 +146,7 @@ class ScoringService:
         learning then carry Kafka offsets, so a crash neither loses nor repeats what they
         teach. The produce runs outside the lock: the loop scores on meanwhile.
         """
-        max_bytes = self.pipeline.settings.kafka.max_event_bytes
+        max_bytes = self.engine.settings.kafka.max_event_bytes
         records = []
         for i, (event, tx) in enumerate(zip(events, txs, strict=True)):
             value = orjson.dumps(event)
@@ -201,25 +166,21 @@ class ScoringService:
         return results
 
     def _score_dry(self, txs: list[Transaction]) -> tuple[list[dict[str, Any]], np.ndarray]:
-        pipe = self.pipeline
-        scratch = fork_features(pipe.features, txs)
+        """Score ``txs`` on a fork of the feature state; nothing of the engine changes."""
+        engine = self.engine
+        scratch = engine.features.fork(txs)
         items: list[Any] = []
-        early = pipe.early.waiting
+        early = engine.early.waiting
         for tx in txs:
             items.append(tx)
             label = tx.label if tx.label is not None else early.get(tx.transaction_id, (None,))[0]
             if label is not None:
                 items.append((tx, label))
         X = scratch.normalize(scratch.replay_many(items))
-        scores = pipe.score_served(X)
-        th = pipe.settings.thresholds
-        version = pipe.served_version
-        scored_at = rfc3339(time.time())
-        results = [
-            {"transaction_id": tx.transaction_id, "score": round(s, 6), "decision": d,
-             "model_version": version, "scored_at": scored_at}
-            for tx, s, d in zip(txs, scores.tolist(), decide(scores, th.review, th.block))
-        ]
+        scores, version, _ = engine.score_with_version(X)
+        th = engine.settings.thresholds
+        results = score_records([tx.transaction_id for tx in txs], scores, version, rfc3339(time.time()),
+                                th.review, th.block)
         return results, X
 
     def explain_many(self, X: np.ndarray, top: int = 3) -> list[list[dict[str, Any]]]:
@@ -234,12 +195,12 @@ class ScoringService:
             raise ValueError(f"explain is limited to {EXPLAIN_MAX} transactions per request")
         X = np.asarray(X, np.float32)
         n, d = X.shape
-        score = self.pipeline.score_served
+        score = self.engine.score_served
         base = score(X)
         occluded = np.repeat(X, d, axis=0).reshape(n, d, d)
         occluded[:, np.arange(d), np.arange(d)] = 0.0
         drops = base[:, None] - score(occluded.reshape(n * d, d)).reshape(n, d)
-        names = self.pipeline.features.feature_names
+        names = self.engine.features.feature_names
         out = []
         for i in range(n):
             order = np.argsort(-drops[i], kind="stable")[:top]
@@ -250,22 +211,21 @@ class ScoringService:
         return out
 
     def labels(self, events: list[dict[str, Any]]) -> dict[str, Any]:
-        """Label events through :meth:`Pipeline.process`: each joins its scored transaction
+        """Label events through :meth:`Engine.process`: each joins its scored transaction
         (or waits for it) and the joined rows train the model in mini-batches."""
-        features = self.pipeline.features
-        fields = features.spec.fields
+        features = self.engine.features
         times: list[int | None] = []
         for i, event in enumerate(events):
             try:
-                _, _, when = parse_label(event, fields.transaction_id, fields.label, fields.timestamp, features.parse_time)
+                _, _, when = parse_label(event, features)
             except EventInvalid as exc:
                 raise RequestInvalid(i, exc) from exc
             times.append(round(when * 1e6) if when == when else None)
         with self.lock:
             self.check_times(LABEL, times)
-            pipe = self.pipeline
-            waiting_before = len(pipe.early)
-            out = pipe.process([Incoming(LABEL, e) for e in events], received_at=time.time())
+            engine = self.engine
+            waiting_before = len(engine.early)
+            out = engine.process([Incoming(LABEL, e) for e in events], received_at=time.time())
             if out.dlq:
                 raise RuntimeError(f"validated label events were rejected: {out.dlq[0]['reason']}")
             if self.on_batch is not None:
@@ -273,10 +233,10 @@ class ScoringService:
             return {
                 "received": out.labels,
                 "joined": 0 if out.joined is None else len(out.joined.ids),
-                "waiting_for_transaction": max(0, len(pipe.early) - waiting_before),
+                "waiting_for_transaction": max(0, len(engine.early) - waiting_before),
                 "training_steps": sum(1 for s in out.steps if s.accepted),
                 "rejected_steps": sum(1 for s in out.steps if not s.accepted),
-                "model_version": pipe.model_version,
+                "model_version": engine.model_version,
             }
 
     def model_info(self) -> dict[str, Any]:
@@ -287,22 +247,22 @@ class ScoringService:
         promotion and rollback counts and each model's prequential metrics).
         """
         with self.lock:
-            pipe = self.pipeline
-            trainer = pipe.trainer
-            th = pipe.settings.thresholds
+            engine = self.engine
+            trainer = engine.trainer
+            th = engine.settings.thresholds
             return {
-                "model_version": pipe.model_version,
-                "origin": pipe.origin,
+                "model_version": engine.model_version,
+                "origin": engine.origin,
                 "steps": trainer.steps,
                 "rows_learned": trainer.rows_learned,
                 "rejected_steps": trainer.rejected_steps,
                 "rows_rejected": trainer.rows_rejected,
                 "buffered_rows": trainer.buffered,
-                "pending": len(pipe.pending),
-                "early_labels": len(pipe.early),
-                "training_enabled": pipe.settings.training.enabled,
+                "pending": len(engine.pending),
+                "early_labels": len(engine.early),
+                "training_enabled": engine.settings.training.enabled,
                 "thresholds": {"review": th.review, "block": th.block},
-                "feature_names": list(pipe.features.feature_names),
-                "served_version": pipe.served_version,
-                "lifecycle": None if pipe.lifecycle is None else pipe.lifecycle.info(pipe.model_version),
+                "feature_names": list(engine.features.feature_names),
+                "served_version": engine.served_version,
+                "lifecycle": None if engine.lifecycle is None else engine.lifecycle.info(engine.model_version),
             }

@@ -9,6 +9,7 @@ function (``_assemble``), so a model trained offline sees the rows the daemon wi
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -195,7 +196,7 @@ class FeaturePipeline:
                 txs.append(item)
             else:
                 tx, y = item
-                before.setdefault(len(txs), []).append((tx, self._label_value(y)))
+                before.setdefault(len(txs), []).append((tx, self.label_value(y)))
         trailing = before.pop(len(txs), [])
         X = self._stream(txs, before)
         if trailing:
@@ -210,7 +211,7 @@ class FeaturePipeline:
         or late it arrived. Returns how many labels were kept; labels too old to enter any
         window again are counted in ``labels_expired``.
         """
-        pairs = [(tx, self._label_value(y)) for tx, y in labelled]
+        pairs = [(tx, self.label_value(y)) for tx, y in labelled]
         self.labels_seen += len(pairs)
         kept = 0
         for st in self._label_states:
@@ -226,9 +227,11 @@ class FeaturePipeline:
         """Labels dropped because their windows had passed (per label window group)."""
         return sum(st.expired for st in self._label_states)
 
-    def _label_value(self, y: Any) -> int:
+    def label_value(self, y: Any) -> int:
+        """A known label as 0 or 1 (``0``, ``1``, ``0.0``, ``1.0``; not text, not a boolean);
+        ``EventInvalid`` naming the label field otherwise."""
         try:
-            ok = not isinstance(y, str) and bool(y == 0 or y == 1)
+            ok = not isinstance(y, (str, bool)) and bool(y == 0 or y == 1)
         except (TypeError, ValueError):
             ok = False
         if not ok:
@@ -332,6 +335,30 @@ class FeaturePipeline:
     def n_entities(self) -> dict[str, int]:
         """Entities held per window group, e.g. ``{"events:customer_id:amount": 4990, ...}``."""
         return {st.group.name: len(st.entities) for st in self._event_states + self._label_states}
+
+    def fork(self, txs: Iterable[Transaction]) -> FeaturePipeline:
+        """A throwaway pipeline holding copies of the window state of the entities ``txs``
+        name, the watermark and the normaliser: streaming ``txs`` through it gives the rows
+        this pipeline would give, and leaves this one untouched.
+
+        The rows of a batch depend only on the windows of the entities it names, the
+        watermark and the normaliser, so the cost grows with ``txs``, not with the state:
+        a whole copy (``from_state_dict(state_dict())``) costs about 2.2 s at 135k
+        entities, ``deepcopy`` about 6 s, far too slow for one HTTP request.
+        """
+        txs = list(txs)
+        scratch = FeaturePipeline(self.spec)
+        scratch.normalizer.load_state_dict(copy.deepcopy(self.normalizer.state_dict()))
+        scratch.watermark_us = self.watermark_us
+        scratch._next_sweep_us = self._next_sweep_us
+        own_states = scratch._event_states + scratch._label_states
+        for live, own in zip(self._event_states + self._label_states, own_states, strict=True):
+            entity = self.entity_key(live.group.entity)
+            for key in {entity(tx) for tx in txs}:
+                found = live.entities.get(key)
+                if found is not None:
+                    own.entities[key] = copy.deepcopy(found)
+        return scratch
 
     # -- normalisation ---------------------------------------------------------------------
 

@@ -137,3 +137,14 @@ def fraud_weight(params: ModelParams, y: np.ndarray) -> float:
     if n_pos == 0 or n_neg == 0:
         return 1.0
     return n_neg / n_pos
+
+
+def load_network(path, compile: bool = False) -> keras.Model:
+    """A network saved as ``.keras`` (safe mode: no code is loaded); uncompiled by default,
+    for a learner that brings its own optimiser."""
+    return keras.saving.load_model(path, safe_mode=True, compile=compile)
+
+
+def clone_network(model: keras.Model) -> keras.Model:
+    """The same layers with weights of their own (initialised afresh, not copied)."""
+    return keras.models.clone_model(model)

@@ -1,7 +1,7 @@
 """The HTTP scoring API: ``POST /v1/score``, ``POST /v1/labels``, ``GET /v1/model``.
 
 The routes sit on the monitoring app next to ``/metrics``, ``/healthz`` and ``/readyz`` and
-call a scoring service (:class:`fraudstream.daemon.service.ScoringService`), which runs
+call a scoring service handed in by the host (the daemon's ``ScoringService``), which runs
 requests through the daemon's own per-batch step under its lock. So an HTTP transaction is
 scored, windowed, joined with its label and learned from exactly like a Kafka one. In a
 Kafka daemon an ingest is first stored in the transactions topic and the loop ingests it
@@ -18,29 +18,25 @@ configured, a request without ``Authorization: Bearer <token>`` gets 401.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
-import signal
-import threading
-import time
-from collections.abc import Iterator
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from fraudstream.daemon.service import EXPLAIN_MAX, IngestUnavailable
 from fraudstream.errors import EventInvalid
+from fraudstream.monitoring.exceptions import IngestUnavailable
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1"
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+#: Most transactions one request may ask explanations for (each costs ``n_features`` rows).
+EXPLAIN_MAX = 1_000
 
 
 class ScoreEnvelope(BaseModel):
@@ -306,98 +302,3 @@ def _describe_events(app: FastAPI, tx: dict[str, Any], label: dict[str, Any]) ->
         return app.openapi_schema
 
     app.openapi = openapi
-
-
-class KeepSignalServer(uvicorn.Server):
-    """uvicorn re-raises a SIGTERM it handled once it has shut down, and the default action
-    kills the process before the stop checkpoint; this server only handles the signal."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-
-class ApiHost:
-    """``fraudstream serve``: a pipeline behind the HTTP API, with no Kafka.
-
-    The API is the only ingress. Requests are the batches; after each one the monitor is fed
-    (so ``/metrics`` counts API traffic) and a checkpoint is written every
-    ``checkpoints.every_steps`` training steps, on a drift that asks for one, and on stop.
-    Checkpoints carry no Kafka offsets, so give ``serve`` its own checkpoint directory
-    rather than a Kafka daemon's.
-    """
-
-    def __init__(self, settings: Any, pipeline: Any, store: Any):
-        from fraudstream.daemon.service import ScoringService
-        from fraudstream.monitoring.daemon_monitor import DaemonMonitor
-
-        self.settings = settings
-        self.pipeline = pipeline
-        self.store = store
-        self.lock = threading.RLock()
-        self.assigned: set[tuple[str, int]] = set()  # what the monitor reads of a daemon
-        self.source = None
-        self._requested: tuple[str, list[str]] | None = None
-        self._steps_at_checkpoint = pipeline.trainer.steps
-        self.monitor = DaemonMonitor(settings, serve=False)
-        self.monitor.attach(self)
-        self.service = ScoringService(pipeline, self.lock, self._after_batch)
-        from fraudstream.daemon.lifecycle import ModelRequests
-
-        self.model_requests = ModelRequests(store.directory)  # checked after each request
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        return True, {"state_loaded": True, "origin": self.pipeline.origin}
-
-    def app(self) -> FastAPI:
-        from fraudstream.monitoring.server import create_app
-
-        mon = self.settings.monitoring
-        app = create_app(self.monitor.metrics, self.readiness)
-        return add_scoring_routes(app, self.service, mon.api_token, mon.api_max_body_bytes)
-
-    def request_checkpoint(self, reason: str, tags: list[str] | None = None) -> None:
-        self._requested = (reason, tags or [])
-
-    def _after_batch(self, out: Any) -> None:
-        """Runs under the lock after each ingested request."""
-        self.monitor.on_batch(self, out, None)
-        self.monitor.on_idle(self)
-        if self.pipeline.handle_model_requests(self.model_requests, self.store) and self._requested is None:
-            self._requested = ("lifecycle", ["lifecycle"])
-        if self._requested is not None:
-            reason, tags = self._requested
-            self._requested = None
-            self.checkpoint(reason, tags)
-        elif self.pipeline.trainer.steps - self._steps_at_checkpoint >= self.settings.checkpoints.every_steps:
-            self.checkpoint("interval")
-
-    def checkpoint(self, reason: str, tags: list[str] | None = None) -> None:
-        with self.lock:
-            started = time.monotonic()
-            info = self.pipeline.save_checkpoint(
-                self.store, {}, reason=reason, tags=tags, extra_state=self.monitor.state_dict(),
-                score=self.monitor.checkpoint_score(),
-            )
-            self._steps_at_checkpoint = self.pipeline.trainer.steps
-            self.monitor.on_checkpoint(self, info, time.monotonic() - started)
-            log.info("checkpoint %s (%s): model_version=%s", info.name, reason, self.pipeline.model_version)
-
-    def serve(self, host: str, port: int) -> None:
-        """Serve in the foreground until SIGINT/SIGTERM (uvicorn's handlers), then checkpoint."""
-        self.store.lock()
-        try:
-            log.info("scoring API on http://%s:%d (/v1/score, /v1/labels, /v1/model, /metrics)", host, port)
-            config = uvicorn.Config(self.app(), host=host, port=port, log_level="warning", access_log=False)
-            KeepSignalServer(config).run()
-        finally:
-            self.checkpoint("stop")
-            self.store.unlock()

@@ -41,7 +41,7 @@ import numpy as np
 from fraudstream.config import load_settings
 from fraudstream.config.simulate import DriftChange, SimulatorSettings
 from fraudstream.daemon.checkpoint import CheckpointStore
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
 from fraudstream.daemon.replay import ReplayResult, run_replay
 from fraudstream.models.evaluation import average_precision
 from fraudstream.monitoring.daemon_monitor import DaemonMonitor
@@ -137,7 +137,7 @@ def monitored_replay(prepared: Prepared, action: str, monitoring: dict[str, Any]
     result, _ = run_replay(
         settings, prepared.stream, label_delay=LABEL_DELAY,
         monitor=DaemonMonitor(settings, serve=False),
-        pipeline=Pipeline.from_checkpoint(settings, prepared.checkpoint),
+        pipeline=Engine.from_checkpoint(settings, prepared.checkpoint),
     )
     change = prepared.change_time
     adwin = [dict(d, post_change_labelled_rows=labelled_after(result, change, d),

@@ -11,7 +11,7 @@ is checkpointed and resumed three ways over the remaining 26 days:
 The broken challenger must never be promoted (only rolled back) and the scores it serves
 must rank frauds as well as the frozen champion's; the good challenger must be promoted
 after the change and serve better scores than the frozen champion after it. No broker: the
-batches go straight to :meth:`Pipeline.process`, as in a replay. About 40 s.
+batches go straight to :meth:`Engine.process`, as in a replay. About 40 s.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from fraudstream.config import load_settings
 from fraudstream.config.simulate import DriftChange, SimulatorSettings
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
 from fraudstream.models.evaluation import average_precision
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import TRANSACTION, merged_events
@@ -43,7 +43,7 @@ LIFECYCLE = {"enabled": True, "window": 3_000, "min_labels": 1_500, "promote_mar
 class Run:
     """What one pipeline served and shadowed over the stream, and its lifecycle events."""
 
-    def __init__(self, pipe: Pipeline, batches: list[list[Incoming]]):
+    def __init__(self, pipe: Engine, batches: list[list[Incoming]]):
         served, shadow, labels, times = [], [], [], []
         self.events = []
         for batch in batches:
@@ -76,7 +76,7 @@ def world(tmp_path_factory):
     split = next(i for i, e in enumerate(events)
                  if np.datetime64(e.value["timestamp"].rstrip("Z"), "s").astype(np.int64) >= resume_at)
     settings = load_settings(lifecycle=LIFECYCLE)
-    warm = Pipeline.create(settings)
+    warm = Engine.create(settings)
     for i in range(0, split, BATCH):
         warm.process(events[i:min(i + BATCH, split)])
     store = CheckpointStore(tmp_path_factory.mktemp("lifecycle"))
@@ -92,14 +92,14 @@ def test_broken_challenger_is_never_promoted_and_a_good_one_is_after_the_drift(w
         "training": settings.training.model_copy(update={"enabled": False}),
         "lifecycle": settings.lifecycle.model_copy(update={"promote_margin": 1.0, "rollback_margin": 1.0}),
     })
-    frozen = Run(Pipeline.from_checkpoint(frozen_settings, info), rest)
+    frozen = Run(Engine.from_checkpoint(frozen_settings, info), rest)
     champion_version = frozen.pipe.served_version
     assert not frozen.events and champion_version > 0  # a champion was promoted while warming up
 
-    broken_pipe = Pipeline.from_checkpoint(settings, info)
+    broken_pipe = Engine.from_checkpoint(settings, info)
     broken_pipe.learner.set_learning_rate(500 * settings.model.learning_rate)
     broken = Run(broken_pipe, rest)
-    good = Run(Pipeline.from_checkpoint(settings, info), rest)
+    good = Run(Engine.from_checkpoint(settings, info), rest)
 
     since = rest[0][0].value["timestamp"]
     start = float(good.times.min())

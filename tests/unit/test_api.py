@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from fraudstream.config import load_settings
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
 from fraudstream.daemon.service import ScoringService
 from fraudstream.monitoring.api import add_scoring_routes
 from fraudstream.monitoring.metrics import Metrics
@@ -40,7 +40,7 @@ def settings():
 
 @pytest.fixture
 def pipeline(settings):
-    return Pipeline.create(settings)
+    return Engine.create(settings)
 
 
 def client_for(pipeline, token=None, max_body_bytes=1_048_576) -> TestClient:
@@ -186,10 +186,10 @@ def test_bearer_token(pipeline):
 
 def test_serve_host_checkpoints_and_resumes(settings, tmp_path):
     from fraudstream.daemon.checkpoint import CheckpointStore
-    from fraudstream.monitoring.api import ApiHost
+    from fraudstream.daemon.serve import ApiHost
 
     store = CheckpointStore(tmp_path / "ck", 3)
-    host = ApiHost(settings, Pipeline.restore_or_create(settings, store), store)
+    host = ApiHost(settings, Engine.restore_or_create(settings, store), store)
     client = TestClient(host.app())
     txs = [tx(customer=f"c{i % 3}", second=i) for i in range(5)]
     assert client.post("/v1/score", json=txs).status_code == 200
@@ -198,7 +198,7 @@ def test_serve_host_checkpoints_and_resumes(settings, tmp_path):
     assert "fraudstream_labels_joined_total 1.0" in metrics
     assert client.get("/readyz").status_code == 200
     host.checkpoint("stop")
-    resumed = Pipeline.restore_or_create(settings, store)
+    resumed = Engine.restore_or_create(settings, store)
     assert resumed.origin.startswith("checkpoint")
     assert len(resumed.pending) == 4 and resumed.trainer.buffered == 1
-    assert features_state(resumed) == features_state(host.pipeline)
+    assert features_state(resumed) == features_state(host.engine)

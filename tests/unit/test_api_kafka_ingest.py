@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from fraudstream.config import load_settings
 from fraudstream.consumers.exceptions import SinkFailed
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
 from fraudstream.daemon.service import ScoringService
 from fraudstream.monitoring.api import add_scoring_routes
 from fraudstream.monitoring.metrics import Metrics
@@ -27,7 +27,7 @@ def client(pipeline, publish) -> TestClient:
 
 
 def test_ingest_is_published_keyed_by_customer_and_left_to_the_loop():
-    pipeline = Pipeline.create(load_settings())
+    pipeline = Engine.create(load_settings())
     published: list = []
     api = client(pipeline, published.append)
     watermark = pipeline.features.watermark_us
@@ -47,5 +47,5 @@ def test_ingest_not_acknowledged_is_a_503():
     def down(records):
         raise SinkFailed("broker gone")
 
-    r = client(Pipeline.create(load_settings()), down).post("/v1/score", json=tx(1, "k1"))
+    r = client(Engine.create(load_settings()), down).post("/v1/score", json=tx(1, "k1"))
     assert r.status_code == 503 and "broker gone" in r.json()["detail"]

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from fraudstream.config import load_settings  # noqa: E402
-from fraudstream.daemon.pipeline import Pipeline  # noqa: E402
+from fraudstream.daemon.engine import Engine  # noqa: E402
 from fraudstream.daemon.service import ScoringService  # noqa: E402
 from fraudstream.monitoring.api import add_scoring_routes  # noqa: E402
 from fraudstream.monitoring.metrics import Metrics  # noqa: E402
@@ -22,7 +22,7 @@ CASES = {("/v1/score", "POST"): 320, ("/v1/labels", "POST"): 200, ("/v1/model", 
 @pytest.fixture(scope="module")
 def schema():
     app = create_app(Metrics(CollectorRegistry()))
-    add_scoring_routes(app, ScoringService(Pipeline.create(load_settings())), max_body_bytes=16_384)
+    add_scoring_routes(app, ScoringService(Engine.create(load_settings())), max_body_bytes=16_384)
     # the monitoring app publishes no OpenAPI document; the test reads the one FastAPI builds
     app.add_api_route("/openapi.json", app.openapi, include_in_schema=False)
     return schemathesis.openapi.from_asgi("/openapi.json", app)

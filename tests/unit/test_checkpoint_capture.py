@@ -10,7 +10,7 @@ from fraudstream.config import load_settings
 from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import TRANSACTION, merged_events
 
@@ -28,7 +28,7 @@ def settings():
 
 
 def test_a_checkpoint_written_later_holds_the_state_at_capture(tmp_path, batches):
-    pipe = Pipeline.create(settings())
+    pipe = Engine.create(settings())
     half = len(batches) // 2
     for batch in batches[:half]:
         pipe.process(batch)
@@ -40,7 +40,7 @@ def test_a_checkpoint_written_later_holds_the_state_at_capture(tmp_path, batches
         pipe.process(batch)
     assert pipe.trainer.steps > expected["steps"]
     info = CheckpointStore(tmp_path, keep=2).save(write)
-    again = Pipeline.from_checkpoint(settings(), info)
+    again = Engine.from_checkpoint(settings(), info)
     assert info.meta["steps"] == again.trainer.steps == expected["steps"]
     assert len(again.pending) == expected["pending"]
     assert str(again.trainer.digest) == expected["digest"]
@@ -51,7 +51,7 @@ def test_a_checkpoint_written_later_holds_the_state_at_capture(tmp_path, batches
 
 
 def test_learning_in_the_background_learns_what_inline_learning_learns(batches):
-    inline, background = Pipeline.create(settings()), Pipeline.create(settings())
+    inline, background = Engine.create(settings()), Engine.create(settings())
     background.learn_in_background()
     reported = 0
     try:

@@ -14,7 +14,7 @@ from fraudstream.config import load_settings
 from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
 from fraudstream.models.online_training import ReplayReservoir
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import TRANSACTION, merged_events
@@ -58,14 +58,14 @@ def stream():
     return [Incoming(TX if kind == TRANSACTION else LABEL, event) for kind, event in merged_events(sim)]
 
 
-def run(pipe: Pipeline, batches) -> None:
+def run(pipe: Engine, batches) -> None:
     for i in range(0, len(batches), 400):
         pipe.process(batches[i:i + 400])
 
 
 def test_adapt_survives_a_checkpoint_and_ends_after_its_steps(stream, tmp_path):
     settings = load_settings(training={"minibatch_size": 32, "replay_ratio": 1.0})
-    pipe = Pipeline.create(settings)
+    pipe = Engine.create(settings)
     run(pipe, stream[:2_000])
     lr, before = pipe.learner.learning_rate, len(pipe.trainer.reservoir)
     assert pipe.trainer.steps > 0 and before > 100
@@ -77,8 +77,8 @@ def test_adapt_survives_a_checkpoint_and_ends_after_its_steps(stream, tmp_path):
     assert len(pipe.trainer.reservoir) == pytest.approx(before / 4, abs=2)
 
     info = pipe.save_checkpoint(CheckpointStore(tmp_path), {}, reason="test")
-    resumed = Pipeline.from_checkpoint(settings, info)
-    assert resumed._adapt_until == until
+    resumed = Engine.from_checkpoint(settings, info)
+    assert resumed.adaptation.until_step == until
     assert resumed.learner.learning_rate == pytest.approx(3 * lr)
     assert resumed.trainer.replay_ratio == pytest.approx(0.25)
     assert resumed.trainer.reservoir.filled == pipe.trainer.reservoir.filled
@@ -93,7 +93,7 @@ def test_adapt_survives_a_checkpoint_and_ends_after_its_steps(stream, tmp_path):
     start = resumed.trainer.steps
     run(resumed, stream[2_000:4_000])
     assert resumed.trainer.steps >= start + 4
-    assert resumed._adapt_until is None  # over: back to the normal settings
+    assert resumed.adaptation.until_step is None  # over: back to the normal settings
     assert resumed.learner.learning_rate == pytest.approx(lr)
     assert resumed.trainer.replay_ratio == pytest.approx(1.0)
     assert len(resumed.trainer.reservoir) > len(pipe.trainer.reservoir)  # refilled with new rows

@@ -11,9 +11,10 @@ import pytest
 from fraudstream.config import EventTimeSettings, load_settings
 from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.daemon.decode import LABEL, TX, Incoming, dlq_record
+from fraudstream.daemon.engine import Engine
 from fraudstream.daemon.eventtime import FUTURE, REASONS, STALE, PartitionClocks
 from fraudstream.daemon.pending import ANY_PARTITION, PendingStore
-from fraudstream.daemon.pipeline import Pipeline, parse_label
+from fraudstream.daemon.step import parse_label
 from fraudstream.errors import EventInvalid
 from fraudstream.features import FeaturePipeline, Transaction
 from fraudstream.monitoring.metrics import DEFAULT_INVALID_REASONS
@@ -198,14 +199,13 @@ def test_a_full_store_drops_the_oldest_of_any_partition():
 
 def test_label_times_follow_the_transaction_rules():
     features = FeaturePipeline(load_settings().features)
-    args = ("transaction_id", "label", "timestamp", features.parse_time)
     with pytest.raises(EventInvalid) as err:
-        parse_label({"transaction_id": "t", "label": 1, "timestamp": 1e300}, *args)
+        parse_label({"transaction_id": "t", "label": 1, "timestamp": 1e300}, features)
     assert (err.value.reason, err.value.field) == ("bad_timestamp", "timestamp")
-    assert parse_label({"transaction_id": "t", "label": 0, "timestamp": "1970-01-01T00:00:02Z"}, *args)[2] == 2.0
-    assert np.isnan(parse_label({"transaction_id": "t", "label": 0}, *args)[2])
+    assert parse_label({"transaction_id": "t", "label": 0, "timestamp": "1970-01-01T00:00:02Z"}, features)[2] == 2.0
+    assert np.isnan(parse_label({"transaction_id": "t", "label": 0}, features)[2])
     ms = FeaturePipeline(load_settings(features={"epoch_unit": "ms"}).features)
-    assert parse_label({"transaction_id": "t", "label": 0, "timestamp": 2500}, *args[:3], ms.parse_time)[2] == 2.5
+    assert parse_label({"transaction_id": "t", "label": 0, "timestamp": 2500}, ms)[2] == 2.5
 
 
 def test_a_tombstone_is_dead_lettered_as_null_not_as_the_text_null():
@@ -225,7 +225,7 @@ def _stream():
 
 
 def _run(batches, settings):
-    pipe = Pipeline.create(settings)
+    pipe = Engine.create(settings)
     dlq, joined = [], []
     for events in batches:
         out = pipe.process([Incoming(TX if kind == "transaction" else LABEL, e) for kind, e in events], received_at=0.0)
@@ -278,7 +278,7 @@ def _tx(tx_id, when):
 
 
 def test_the_api_refuses_times_the_stream_would_dead_letter():
-    pipe = Pipeline.create(load_settings())
+    pipe = Engine.create(load_settings())
     client = _client(pipe)
     assert client.post("/v1/score", json=_tx("t1", "2026-04-01T08:00:00Z")).status_code == 200
     late = client.post("/v1/labels", json={"transaction_id": "t1", "label": 1, "timestamp": 1e300})

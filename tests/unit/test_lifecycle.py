@@ -20,6 +20,7 @@ from fraudstream.config.model import ModelParams
 from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
+from fraudstream.daemon.engine import Engine
 from fraudstream.daemon.lifecycle import (
     ACK_FILE,
     REQUEST_FILE,
@@ -31,7 +32,8 @@ from fraudstream.daemon.lifecycle import (
     stored_versions,
     write_request,
 )
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.policies import handle_model_requests
+from fraudstream.daemon.replay import ReplayHost
 from fraudstream.daemon.state_io import read_state, write_state
 from fraudstream.errors import ConfigInvalid
 from fraudstream.models.builder import build_model
@@ -170,11 +172,11 @@ def stream():
     return [Incoming(TX if kind == TRANSACTION else LABEL, event) for kind, event in merged_events(sim)]
 
 
-def run(pipe: Pipeline, batches) -> list:
+def run(pipe: Engine, batches) -> list:
     return [pipe.process(batches[i:i + 400]) for i in range(0, len(batches), 400)]
 
 
-def probe_for(pipe: Pipeline) -> np.ndarray:
+def probe_for(pipe: Engine) -> np.ndarray:
     """A fixed matrix of the pipeline's width."""
     return np.random.default_rng(5).normal(size=(8, pipe.features.n_features)).astype(np.float32)
 
@@ -192,7 +194,7 @@ class Trained:
             lifecycle={"enabled": True, "window": 300, "min_labels": 100, "promote_margin": 1.0, "rollback_margin": 1.0},
             training={"minibatch_size": 32},
         )
-        pipe = Pipeline.create(self.settings)
+        pipe = Engine.create(self.settings)
         self.probe = probe_for(pipe)
         self.initial_scores = pipe.learner.score_many(self.probe)
         self.outs = run(pipe, stream[:1500])
@@ -211,13 +213,13 @@ class Trained:
         self.history = list(pipe.lifecycle.history)
         self.changed_after_save = pipe.lifecycle.changed
 
-    def restore(self, directory=None) -> tuple[Pipeline, CheckpointStore]:
+    def restore(self, directory=None) -> tuple[Engine, CheckpointStore]:
         """A pipeline resumed from ``ckpt-2``; with ``directory``, from a copy of the store there."""
         store = self.store
         if directory is not None:
             shutil.copytree(self.store.directory, directory, dirs_exist_ok=True)
             store = CheckpointStore(directory)
-        return Pipeline.from_checkpoint(self.settings, store.latest_valid()), store
+        return Engine.from_checkpoint(self.settings, store.latest_valid()), store
 
     def reference(self, weights) -> OnlineLearner:
         model = build_model(self.settings.model, len(self.probe[0]))
@@ -232,7 +234,7 @@ def trained(stream, tmp_path_factory):
 
 
 def test_lifecycle_off_serves_the_learner(stream):
-    pipe = Pipeline.create(load_settings(training={"minibatch_size": 32}))
+    pipe = Engine.create(load_settings(training={"minibatch_size": 32}))
     outs = run(pipe, stream[:1200])
     assert pipe.lifecycle is None and pipe.trainer.steps > 0
     assert all(o.shadow_scored is None and not o.lifecycle_events for o in outs)
@@ -269,62 +271,58 @@ def test_checkpoint_round_trip_keeps_champion_and_shadow_scores(trained):
 def test_requests_promote_and_roll_back(trained, tmp_path):
     pipe, store = trained.restore(tmp_path)
     requests = ModelRequests(tmp_path, every_s=0.0)
-    assert pipe.handle_model_requests(requests, store) is False  # nothing asked, nothing changed
+    assert handle_model_requests(pipe, requests, store) is False  # nothing asked, nothing changed
     early = trained.reference(trained.early_weights)
     late_scores = pipe.learner.score_many(trained.probe)
 
     write_request(tmp_path, "promote")  # the challenger, now
-    assert pipe.handle_model_requests(requests, store) is True
+    assert handle_model_requests(pipe, requests, store) is True
     ack = read_ack(tmp_path)
     assert ack["status"] == "applied" and ack["champion_version"] == trained.late
     assert not (tmp_path / REQUEST_FILE).exists() and pipe.served_version == trained.late
     np.testing.assert_allclose(pipe.score_served(trained.probe), late_scores, atol=1e-6)
 
     write_request(tmp_path, "promote", trained.early)  # a version kept in a checkpoint
-    pipe.handle_model_requests(requests, store)
+    handle_model_requests(pipe, requests, store)
     assert read_ack(tmp_path)["status"] == "applied" and pipe.served_version == trained.early
     np.testing.assert_allclose(pipe.score_served(trained.probe), early.score_many(trained.probe), atol=1e-6)
     np.testing.assert_allclose(pipe.learner.score_many(trained.probe), late_scores, atol=1e-6)  # learner untouched
 
     write_request(tmp_path, "rollback", trained.early)
-    pipe.handle_model_requests(requests, store)
+    handle_model_requests(pipe, requests, store)
     assert read_ack(tmp_path)["status"] == "applied"
     np.testing.assert_allclose(pipe.learner.score_many(trained.probe), early.score_many(trained.probe), atol=1e-6)
     assert (pipe.lifecycle.promotions, pipe.lifecycle.rollbacks) == (3, 1)  # one before the checkpoint
 
     write_request(tmp_path, "promote", 999_999)
-    pipe.handle_model_requests(requests, store)
+    handle_model_requests(pipe, requests, store)
     ack = read_ack(tmp_path)
     assert ack["status"] == "failed" and "999999" in ack["message"] and pipe.served_version == trained.early
 
     (tmp_path / REQUEST_FILE).write_text("{not json")
-    pipe.handle_model_requests(requests, store)
+    handle_model_requests(pipe, requests, store)
     assert read_ack(tmp_path)["status"] == "failed" and not (tmp_path / REQUEST_FILE).exists()
 
 
 def test_requests_are_refused_with_the_lifecycle_off(tmp_path):
-    pipe = Pipeline.create(load_settings())
+    pipe = Engine.create(load_settings())
     write_request(tmp_path, "promote")
-    assert pipe.handle_model_requests(ModelRequests(tmp_path), CheckpointStore(tmp_path)) is False
+    assert handle_model_requests(pipe, ModelRequests(tmp_path), CheckpointStore(tmp_path)) is False
     ack = read_ack(tmp_path)
     assert ack["status"] == "failed" and "lifecycle.enabled" in ack["message"]
 
 
 def test_monitor_counts_promotions_and_rollbacks_and_exports_ap(trained):
     pipe, _ = trained.restore()
-
-    class Daemon:  # what the monitor reads of a daemon
-        pipeline = pipe
-        assigned: set = set()
-        source = None
+    host = ReplayHost(pipe)  # a host without Kafka
 
     registry = CollectorRegistry()
     monitor = DaemonMonitor(trained.settings, registry, serve=False)
-    monitor.attach(Daemon())  # counts from before the restart are not counted again
+    monitor.attach(host)  # counts from before the restart are not counted again
     pipe.lifecycle.promote(pipe.learner, pipe.model_version, pipe.pending.now, "test")
     pipe.lifecycle.reset_challenger(pipe.learner, pipe.model_version, pipe.pending.now, "test")
     pipe.lifecycle.observe_many([0.2, 0.9], [0.1, 0.3], [0, 1], [pipe.pending.now + 1] * 2)
-    monitor.on_idle(Daemon())
+    monitor.on_idle(host)
     value = registry.get_sample_value
     assert value("fraudstream_model_promotions_total") == 1.0
     assert value("fraudstream_model_rollbacks_total") == 1.0
@@ -381,7 +379,7 @@ def test_a_change_before_any_event_has_no_event_time():
 
 
 def test_serve_applies_a_request_after_the_next_call(trained, stream, tmp_path):
-    from fraudstream.monitoring.api import ApiHost
+    from fraudstream.daemon.serve import ApiHost
 
     pipe, store = trained.restore(tmp_path)
     host = ApiHost(trained.settings, pipe, store)

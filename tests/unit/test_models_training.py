@@ -233,7 +233,7 @@ def test_trained_artifact_carries_the_psi_reference_the_daemon_uses(tmp_path):
     warm-up; the daemon's pipeline reads them. They are taken in the normalised space the
     daemon scores (and computes PSI) in."""
     from fraudstream.config import load_settings
-    from fraudstream.daemon.pipeline import Pipeline
+    from fraudstream.daemon.engine import Engine
     from fraudstream.models.artifact import load_artifact
     from fraudstream.models.training import train_offline
     from fraudstream.monitoring.drift import psi
@@ -259,5 +259,5 @@ def test_trained_artifact_carries_the_psi_reference_the_daemon_uses(tmp_path):
     raw = data.pipeline.transform_many(events)[-data.X_reference.shape[0]:]
     assert psi(reference, raw)[art.feature_names.index("amount")] > 1.0
 
-    pipeline = Pipeline.create(settings, report.artifact)
+    pipeline = Engine.create(settings, report.artifact)
     assert pipeline.drift_reference == reference

@@ -489,7 +489,7 @@ def test_the_daemon_monitor_re_scores_the_sample_only_when_the_served_version_ch
     X = rng.normal(size=(5_000, 2))
     ref = reference_from(X, names=["a", "b"], sample=1_000, labels=(rng.random(5_000) < 0.1).astype(float))
 
-    class Pipeline:  # what the monitor reads of the daemon's pipeline
+    class Host:  # the part of fraudstream.monitoring.host.MonitoredHost that flush reads
         served_version = 7
         features = SimpleNamespace(first_event_us=1_000_000_000, warm_from_us=3_000_000_000)
         calls = 0
@@ -500,7 +500,7 @@ def test_the_daemon_monitor_re_scores_the_sample_only_when_the_served_version_ch
 
     monitor = DaemonMonitor(load_settings(), serve=False)
     monitor.drift = DriftMonitor(reference=ref)
-    pipeline = Pipeline()
+    pipeline = Host()
 
     def batch(first: float):
         monitor.collect(SimpleNamespace(scored=np.full(100, 0.05), scored_times=first + np.arange(100.0),

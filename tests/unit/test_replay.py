@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from fraudstream.cli import app
 from fraudstream.config import load_settings
 from fraudstream.config.simulate import SimulatorSettings
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
 from fraudstream.daemon.replay import _Codes, run_replay, write_report
 from fraudstream.features import Transaction
 from fraudstream.models.evaluation import card_precision_per_day
@@ -39,7 +39,7 @@ def settings_for(**sections):
 def replay_recording_rows(settings, stream, **options):
     """Replay, recording each transaction's raw feature row (before normalisation, which a
     fresh model learns as it goes) as the one feature module computed it."""
-    pipeline = Pipeline.create(settings)
+    pipeline = Engine.create(settings)
     rows: dict[str, np.ndarray] = {}
     compute = pipeline.features.replay_many
 
@@ -131,7 +131,7 @@ def test_learning_beside_the_features_scores_as_inline_learning_does(stream, mon
     settings = settings_for()
     beside, pipeline = run_replay(settings, stream, label_delay="7d")
     assert pipeline.background is None  # its learning thread is stopped at the end
-    monkeypatch.setattr(Pipeline, "learn_in_background", lambda self, exact=False: None)
+    monkeypatch.setattr(Engine, "learn_in_background", lambda self, exact=False: None)
     inline, _ = run_replay(settings, stream, label_delay="7d")
     assert beside.counters["train_steps"] == inline.counters["train_steps"] > 50
     pd.testing.assert_frame_equal(beside.scores, inline.scores)  # scores and the version that made each

@@ -9,7 +9,7 @@ import numpy as np
 
 from fraudstream.config import load_settings
 from fraudstream.config.simulate import SimulatorSettings
-from fraudstream.daemon.pipeline import Pipeline
+from fraudstream.daemon.engine import Engine
 from fraudstream.features import FeaturePipeline, read_events
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import write_transactions
@@ -30,16 +30,16 @@ def test_warmed_windows_give_the_offline_features_of_the_next_day(tmp_path):
     expected_X = expected[offline.columns[3:]].to_numpy()  # id, time, label, then the features
     records = frame[frame["transaction_id"].isin(next_day)].to_dict("records")
 
-    def next_day_rows(pipe: Pipeline) -> np.ndarray:
+    def next_day_rows(pipe: Engine) -> np.ndarray:
         rows, bad = pipe.features.parse_many(records)
         assert not bad
         rows.sort(key=lambda t: t.time_us)
         assert [t.transaction_id for t in rows] == list(expected["transaction_id"])
         return pipe.features.update_many(rows)
 
-    warmed = Pipeline.create(settings)
+    warmed = Engine.create(settings)
     assert warmed.warm_features(history) == int((tx["day"] < 40).sum())
     np.testing.assert_allclose(next_day_rows(warmed), expected_X, rtol=1e-6, atol=1e-9)
 
-    cold = Pipeline.create(settings)  # the same day without the history: windows nearly empty
+    cold = Engine.create(settings)  # the same day without the history: windows nearly empty
     assert not np.allclose(next_day_rows(cold), expected_X)
