@@ -341,11 +341,8 @@ def run(
     from fraudstream.daemon.app import Daemon
     from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 
-    try:
-        daemon = Daemon.open(settings, artifact, monitor=DaemonMonitor(settings), warm_from=warm_from)
-        daemon.run(max_seconds=max_seconds)
-    except FraudstreamError as exc:
-        fail(str(exc))
+    daemon = Daemon.open(settings, artifact, monitor=DaemonMonitor(settings), warm_from=warm_from)
+    daemon.run(max_seconds=max_seconds)
 
 
 @app.command()
@@ -442,12 +439,9 @@ def serve(
     from fraudstream.daemon.serve import ApiHost
 
     mon = settings.monitoring
-    try:
-        store = CheckpointStore(checkpoint_dir or settings.checkpoints.directory, settings.checkpoints.keep)
-        pipeline = Engine.restore_or_create(settings, store, artifact)
-        ApiHost(settings, pipeline, store).serve(host or mon.host, mon.port if port is None else port)
-    except FraudstreamError as exc:
-        fail(str(exc))
+    store = CheckpointStore(checkpoint_dir or settings.checkpoints.directory, settings.checkpoints.keep)
+    pipeline = Engine.restore_or_create(settings, store, artifact)
+    ApiHost(settings, pipeline, store).serve(host or mon.host, mon.port if port is None else port)
 
 
 @app.command()

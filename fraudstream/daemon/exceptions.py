@@ -20,3 +20,15 @@ class LearningFailed(DaemonError, RuntimeError):
 
     Still a ``RuntimeError``, as it was before it joined the project's errors.
     """
+
+
+class ModelVersionUnknown(DaemonError):
+    """No valid checkpoint in the directory holds the requested model version."""
+
+
+class ModelRequestInvalid(DaemonError):
+    """A model request file that cannot be read or names an unknown action."""
+
+
+class LifecycleStateInvalid(DaemonError):
+    """Lifecycle state from a checkpoint that this version cannot read."""

@@ -39,9 +39,9 @@ import numpy as np
 
 from fraudstream.config import LifecycleSettings
 from fraudstream.daemon.checkpoint import CheckpointInfo, CheckpointStore
+from fraudstream.daemon.exceptions import LifecycleStateInvalid, ModelRequestInvalid, ModelVersionUnknown
 from fraudstream.daemon.state_io import read_state
 from fraudstream.durable import write_json
-from fraudstream.errors import FraudstreamError
 from fraudstream.models.evaluation import average_precision, roc_auc
 from fraudstream.monitoring.loss import log_loss
 
@@ -54,18 +54,6 @@ HISTORY_KEPT = 100  # lifecycle events kept in the state (the log has them all)
 REQUEST_FILE = "model-request.json"
 ACK_FILE = "model-request.ack.json"
 REQUEST_CHECK_EVERY_S = 1.0
-
-
-class ModelVersionUnknown(FraudstreamError):
-    """No valid checkpoint in the directory holds the requested model version."""
-
-
-class ModelRequestInvalid(FraudstreamError):
-    """A model request file that cannot be read or names an unknown action."""
-
-
-class LifecycleStateInvalid(FraudstreamError):
-    """Lifecycle state from a checkpoint that this version cannot read."""
 
 
 def _utc_now() -> str:
