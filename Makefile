@@ -19,16 +19,17 @@ BENCH_KAFKA_PORT ?= 39192
 BENCH_KAFKA_CONTROLLER_PORT ?= 39193
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock kafka-jars test test-all test-unit broker-start broker-stop broker-status \
+.PHONY: help venv lock kafka-jars lint-imports test test-all test-unit broker-start broker-stop broker-status \
 	broker-logs bench demo clean
 
 help:
 	@echo "make venv          create $(VENV) ($(PYTHON)) and install fraudstream[test,bench,confluent] pinned by $(LOCK)"
 	@echo "make lock          rewrite $(LOCK) from the installed venv"
 	@echo "make kafka-jars    fetch and cache the Kafka broker jars (Maven)"
-	@echo "make test          unit + integration tests against a real broker on $(TEST_KAFKA_PORT)"
+	@echo "make lint-imports  check the layering contracts in pyproject.toml (part of make test)"
+	@echo "make test          layering, docstring examples, unit + integration tests against a real broker on $(TEST_KAFKA_PORT)"
 	@echo "make test-all      make test, with every daemon proof run on both Kafka clients"
-	@echo "make test-unit     unit tests only (no broker)"
+	@echo "make test-unit     layering, docstring examples and unit tests (no broker)"
 	@echo "make broker-start  start the development broker on 127.0.0.1:9092 (also broker-stop,"
 	@echo "                   broker-status, broker-logs)"
 	@echo "make bench         run bench/*.py against a broker on $(BENCH_KAFKA_PORT)"
@@ -52,20 +53,25 @@ lock: venv
 kafka-jars:
 	$(DEV_KAFKA) jars
 
+# Imports follow the layers (cli > daemon > monitoring > models > features > ...): the
+# contracts are in pyproject.toml, [tool.importlinter].
+lint-imports: venv
+	$(VENV)/bin/lint-imports --no-logo
+
 # The broker is stopped however pytest ends (failure, Ctrl-C): the EXIT trap runs
 # `dev/kafka stop`, and the recipe exits with pytest's status.
-test: venv kafka-jars
+test: venv kafka-jars lint-imports
 	@trap '$(DEV_KAFKA) stop --port $(TEST_KAFKA_PORT) --controller-port $(TEST_KAFKA_CONTROLLER_PORT)' EXIT; \
 	trap 'exit 130' INT TERM; \
 	bootstrap=$$($(DEV_KAFKA) start --port $(TEST_KAFKA_PORT) --controller-port $(TEST_KAFKA_CONTROLLER_PORT)) || exit $$?; \
-	FRAUDSTREAM_TEST_BOOTSTRAP=$$bootstrap $(PYTEST) tests/unit tests/integration $(PYTEST_ARGS)
+	FRAUDSTREAM_TEST_BOOTSTRAP=$$bootstrap $(PYTEST) fraudstream tests/unit tests/integration $(PYTEST_ARGS)
 
 # The slowest daemon proofs run on one Kafka client each in `make test`; here on both.
 test-all: export FRAUDSTREAM_TEST_ALL_CLIENTS = 1
 test-all: test
 
-test-unit: venv
-	$(PYTEST) tests/unit $(PYTEST_ARGS)
+test-unit: venv lint-imports
+	$(PYTEST) fraudstream tests/unit $(PYTEST_ARGS)
 
 broker-start:
 	$(DEV_KAFKA) start
@@ -98,5 +104,5 @@ demo: venv
 	$(VENV)/bin/fraudstream demo
 
 clean:
-	rm -rf .pytest_cache .dev-kafka build dist bench/results
+	rm -rf .pytest_cache .import_linter_cache .dev-kafka build dist bench/results
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -442,7 +442,7 @@ STAGES = {
     "poll": ["consumers/kafka.py:*(poll)", "consumers/confluent.py:*(poll)"],
     "decode": ["daemon/decode.py:*(decode_json)", "features/pipeline.py:*(parse)", "daemon/step.py:*(parse_label)"],
     "features": ["features/pipeline.py:*(replay_many)", "features/pipeline.py:*(normalize)"],
-    "score": ["models/online.py:*(score_many)"],
+    "score": ["models/learner.py:*(score_many)"],
     "produce": ["consumers/sink.py:*(send_json)"],
     "learn (hand-off)": ["daemon/engine.py:*(_learn)"],
     "monitoring": ["monitoring/daemon_monitor.py:*(on_batch)", "monitoring/daemon_monitor.py:*(on_idle)"],

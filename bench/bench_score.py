@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from fraudstream.config.model import ModelParams  # noqa: E402
 from fraudstream.models.builder import build_model, layer_widths  # noqa: E402
-from fraudstream.models.online import OnlineLearner  # noqa: E402
+from fraudstream.models.learner import OnlineLearner  # noqa: E402
 from fraudstream.models.scorer import Scorer  # noqa: E402
 
 BATCHES = (1, 64, 512)

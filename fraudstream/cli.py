@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 import yaml
@@ -19,7 +19,20 @@ from fraudstream.errors import ConfigInvalid, FraudstreamError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices are not ours
 
+
+class _Commands(typer.core.TyperGroup):
+    """Every command's ``FraudstreamError`` ends it the same way: ``error: <message>``, exit 2,
+    no traceback (the message names what to fix)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FraudstreamError as exc:
+            fail(str(exc))
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="fraudstream",
     help="Score card transactions for fraud as they stream through Kafka, and keep learning "
     "from the labels that arrive later.",
@@ -56,6 +69,16 @@ def settings_from(path: Path | None) -> Settings:
         return load_settings(path)
     except ConfigInvalid as exc:
         fail(str(exc))
+
+
+def model_settings_from(path: Path | None, **overrides: Any) -> Settings:
+    """Load the config with ``model`` fields replaced by options (None: keep), or exit 2."""
+    from fraudstream.models.commands import with_model_overrides
+
+    try:
+        return with_model_overrides(settings_from(path), **overrides)
+    except ValueError as exc:
+        fail(f"invalid option: {exc}")
 
 
 # --- config -------------------------------------------------------------------------------
@@ -155,47 +178,44 @@ def simulate(
     extra = None
     if drift_day is not None:
         extra = [DriftChange(day=drift_day, name="--drift-day", preset="stealth")]
-    try:
-        sim_settings = with_overrides(
-            settings.simulator, extra_drift=extra, days=days, seed=seed, customers=customers,
-            terminals=terminals, start_date=start_date, label_delay=label_delay,
-            inline_labels=inline_labels, label_events=label_events,
-        )
-        write_label_file = out is not None and (labels_out is not None or sim_settings.label_events)
-        if out is not None:
-            infer_format(out, fmt)
-        if write_label_file:
-            labels_path = labels_out or labels_path_for(out)
-            labels_fmt = fmt if fmt is not None or labels_out is None else None
-            infer_format(labels_path, labels_fmt)
-        with err.status(f"simulating {sim_settings.days} days ..."):
-            sim = run_simulation(sim_settings)
-        info = sim.summary()
-        scen = info["by_scenario"]
+    sim_settings = with_overrides(
+        settings.simulator, extra_drift=extra, days=days, seed=seed, customers=customers,
+        terminals=terminals, start_date=start_date, label_delay=label_delay,
+        inline_labels=inline_labels, label_events=label_events,
+    )
+    write_label_file = out is not None and (labels_out is not None or sim_settings.label_events)
+    if out is not None:
+        infer_format(out, fmt)
+    if write_label_file:
+        labels_path = labels_out or labels_path_for(out)
+        labels_fmt = fmt if fmt is not None or labels_out is None else None
+        infer_format(labels_path, labels_fmt)
+    with err.status(f"simulating {sim_settings.days} days ..."):
+        sim = run_simulation(sim_settings)
+    info = sim.summary()
+    scen = info["by_scenario"]
+    err.print(
+        f"simulated {info['transactions']:,} transactions over {info['days']} days "
+        f"(seed {info['seed']}): {info['frauds']:,} frauds ({100 * info['fraud_rate']:.2f}%; "
+        f"by scenario amount {scen[1]:,}, terminal {scen[2]:,}, customer {scen[3]:,})",
+        highlight=False,
+    )
+    if out is not None:
+        write_transactions(sim, out, fmt)
+        err.print(f"wrote transactions to {out}", highlight=False)
+    if write_label_file:
+        write_labels(sim, labels_path, labels_fmt)
+        delay = sim_settings.label_delay.describe()
+        err.print(f"wrote label events to {labels_path} (delay {delay})", highlight=False)
+    if kafka:
+        report = produce(sim, settings.kafka, rate=rate, progress=progress)
+        topics = settings.kafka.topics
         err.print(
-            f"simulated {info['transactions']:,} transactions over {info['days']} days "
-            f"(seed {info['seed']}): {info['frauds']:,} frauds ({100 * info['fraud_rate']:.2f}%; "
-            f"by scenario amount {scen[1]:,}, terminal {scen[2]:,}, customer {scen[3]:,})",
+            f"produced {report.transactions:,} transactions to '{topics.transactions}' and "
+            f"{report.labels:,} label events to '{topics.labels}' in {report.seconds:.1f} s "
+            f"({report.events_per_second:,.0f} events/s)",
             highlight=False,
         )
-        if out is not None:
-            write_transactions(sim, out, fmt)
-            err.print(f"wrote transactions to {out}", highlight=False)
-        if write_label_file:
-            write_labels(sim, labels_path, labels_fmt)
-            delay = sim_settings.label_delay.describe()
-            err.print(f"wrote label events to {labels_path} (delay {delay})", highlight=False)
-        if kafka:
-            report = produce(sim, settings.kafka, rate=rate, progress=progress)
-            topics = settings.kafka.topics
-            err.print(
-                f"produced {report.transactions:,} transactions to '{topics.transactions}' and "
-                f"{report.labels:,} label events to '{topics.labels}' in {report.seconds:.1f} s "
-                f"({report.events_per_second:,.0f} events/s)",
-                highlight=False,
-            )
-    except FraudstreamError as exc:
-        fail(str(exc))
 
 
 @app.command()
@@ -211,10 +231,7 @@ def features(
     from fraudstream.features.offline import features_file
 
     settings = settings_from(config)
-    try:
-        summary = features_file(data, out, settings.features, drop_invalid=drop_invalid)
-    except FraudstreamError as exc:
-        fail(str(exc))
+    summary = features_file(data, out, settings.features, drop_invalid=drop_invalid)
     err.print(
         f"{summary['rows_out']} rows x {summary['n_features']} features -> {summary['out']} "
         f"in {summary['seconds']} s",
@@ -236,16 +253,10 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="replace an existing artifact")] = False,
 ) -> None:
     """Train a model offline and save it as an artifact."""
-    from fraudstream.models.commands import run_train, with_model_overrides
+    from fraudstream.models.commands import run_train
 
-    settings = settings_from(config)
-    try:
-        settings = with_model_overrides(
-            settings, epochs=epochs, seed=seed,
-            **{"split.train_days": train_days, "split.delay_days": delay_days},
-        )
-    except ValueError as exc:
-        fail(f"invalid option: {exc}")
+    settings = model_settings_from(config, epochs=epochs, seed=seed,
+                                   **{"split.train_days": train_days, "split.delay_days": delay_days})
     try:
         run_train(data, settings, out, force=force, console=err)
     except FraudstreamError as exc:
@@ -265,17 +276,13 @@ def tune(
     restart: Annotated[bool, typer.Option("--restart", help="discard a previous search in OUT")] = False,
 ) -> None:
     """Tune hyperparameters (grid, random, Bayesian, Hyperband); rerun to resume."""
-    from fraudstream.models.commands import run_tune, with_model_overrides
+    from fraudstream.models.commands import run_tune
 
     if strategy is not None and strategy not in ("grid", "random", "bayesian", "hyperband"):
         fail(f"--strategy must be grid, random, bayesian or hyperband, not {strategy!r}")
     if max_trials is not None and max_trials < 1:
         fail("--max-trials must be at least 1")
-    settings = settings_from(config)
-    try:
-        settings = with_model_overrides(settings, **{"tuning.epochs": epochs})
-    except ValueError as exc:
-        fail(f"invalid option: {exc}")
+    settings = model_settings_from(config, **{"tuning.epochs": epochs})
     try:
         run_tune(data, settings, out, strategy=strategy, max_trials=max_trials, restart=restart,
                  console=err)
@@ -332,13 +339,10 @@ def run(
     setup_logging(log_level)
     settings = settings_from(config)
     from fraudstream.daemon.app import Daemon
-    from fraudstream.monitoring.daemon_monitor import build_monitor
+    from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 
-    try:
-        daemon = Daemon.open(settings, artifact, monitor=build_monitor(settings), warm_from=warm_from)
-        daemon.run(max_seconds=max_seconds)
-    except FraudstreamError as exc:
-        fail(str(exc))
+    daemon = Daemon.open(settings, artifact, monitor=DaemonMonitor(settings), warm_from=warm_from)
+    daemon.run(max_seconds=max_seconds)
 
 
 @app.command()
@@ -385,12 +389,9 @@ def replay(
             progress.update(task, completed=done, total=total,
                             info=f"steps {pipeline.trainer.steps}, learned {pipeline.trainer.rows_learned}")
 
-        try:
-            monitor = DaemonMonitor(settings, serve=False)  # the daemon's drift detection and action
-            result = run_replay(settings, data, labels, label_delay, artifact, on_batch, monitor,
-                                start=start_s, warm_from=warm_from, scores_to=out / "scores.csv")[0]
-        except FraudstreamError as exc:
-            fail(str(exc))
+        monitor = DaemonMonitor(settings, serve=False)  # the daemon's drift detection and action
+        result = run_replay(settings, data, labels, label_delay, artifact, on_batch, monitor,
+                            start=start_s, warm_from=warm_from, scores_to=out / "scores.csv")[0]
         del monitor  # and with it the pipeline (collected now): the report needs its memory more
         gc.collect()
     report = write_report(result, out, since=report_s)
@@ -438,12 +439,9 @@ def serve(
     from fraudstream.daemon.serve import ApiHost
 
     mon = settings.monitoring
-    try:
-        store = CheckpointStore(checkpoint_dir or settings.checkpoints.directory, settings.checkpoints.keep)
-        pipeline = Engine.restore_or_create(settings, store, artifact)
-        ApiHost(settings, pipeline, store).serve(host or mon.host, mon.port if port is None else port)
-    except FraudstreamError as exc:
-        fail(str(exc))
+    store = CheckpointStore(checkpoint_dir or settings.checkpoints.directory, settings.checkpoints.keep)
+    pipeline = Engine.restore_or_create(settings, store, artifact)
+    ApiHost(settings, pipeline, store).serve(host or mon.host, mon.port if port is None else port)
 
 
 @app.command()
@@ -471,8 +469,6 @@ def demo(
     except KeyboardInterrupt:
         console.print("stopped by Ctrl-C")
         return
-    except FraudstreamError as exc:
-        fail(str(exc))
     console.print("[bold]summary[/]: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
 
 
@@ -640,11 +636,3 @@ def model_rollback(
 ) -> None:
     """Serve a version kept in a checkpoint and reset the learner to it."""
     _request_model_change("rollback", to, directory, config, wait)
-
-
-def main() -> None:  # pragma: no cover - thin wrapper for `python -m`
-    try:
-        app(prog_name="fraudstream")
-    except FraudstreamError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)

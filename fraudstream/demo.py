@@ -50,18 +50,6 @@ def _stop_broker(port: int, console: Console) -> None:
     console.print(f"broker stopped ({result.stderr.strip().splitlines()[-1] if result.stderr.strip() else 'ok'})")
 
 
-def _create_topics(bootstrap: str, names: dict[str, str], partitions: int) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fraudstream-demo")
-    try:
-        admin.create_topics(
-            [NewTopic(name, partitions if kind != "dlq" else 1, 1) for kind, name in names.items()]
-        )
-    finally:
-        admin.close()
-
-
 def _split(sim, history_days: int):
     """The simulation's first ``history_days`` (to train on) and the rest (to stream)."""
     import numpy as np
@@ -102,6 +90,7 @@ def run_demo(
     keep_broker: bool = False,
 ) -> dict[str, Any]:
     from fraudstream.config.simulate import SimulatorSettings  # noqa: F401 - settings type
+    from fraudstream.consumers.clients import create_topics
     from fraudstream.daemon.app import Daemon
     from fraudstream.features import read_events
     from fraudstream.models.training import train_offline
@@ -130,7 +119,8 @@ def run_demo(
     daemon = None
     daemon_thread = None
     try:
-        _create_topics(bootstrap, topics, partitions=3)
+        create_topics(bootstrap, {name: 1 if kind == "dlq" else 3 for kind, name in topics.items()},
+                      client_id="fraudstream-demo")
         console.print(f"[bold]2/5[/] topics {', '.join(topics.values())}")
 
         console.print(f"[bold]3/5[/] simulating {history_days + stream_days} days of {customers:,} customers; "

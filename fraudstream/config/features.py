@@ -16,7 +16,7 @@ import re
 import zoneinfo
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from fraudstream.config.base import Section
 
@@ -67,6 +67,16 @@ def _check_stats(stats: tuple[str, ...]) -> tuple[str, ...]:
     return stats
 
 
+def _check_day(days: float) -> float:
+    return _check_days((days,))[0]
+
+
+WindowDays = Annotated[tuple[float, ...], AfterValidator(_check_days)]
+"""Window lengths in days: positive, distinct, whole microseconds."""
+Days = Annotated[float, AfterValidator(_check_day)]
+"""One length of time in days, held to the same rules."""
+
+
 class EventWindows(Section):
     """Count, sum or mean of ``field`` over the entity's events in ``(t - w, t]``.
 
@@ -75,19 +85,9 @@ class EventWindows(Section):
 
     kind: Literal["events"] = "events"
     entity: str = "customer"
-    days: tuple[float, ...] = (1, 7, 30)
-    stats: tuple[Literal["count", "sum", "mean"], ...] = ("count", "mean")
+    days: WindowDays = (1, 7, 30)
+    stats: Annotated[tuple[Literal["count", "sum", "mean"], ...], AfterValidator(_check_stats)] = ("count", "mean")
     field: str = "amount"
-
-    @field_validator("days")
-    @classmethod
-    def _days(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        return _check_days(v)
-
-    @field_validator("stats")
-    @classmethod
-    def _stats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_stats(v)
 
 
 class LabelWindows(Section):
@@ -99,25 +99,10 @@ class LabelWindows(Section):
 
     kind: Literal["labels"] = "labels"
     entity: str = "terminal"
-    days: tuple[float, ...] = (1, 7, 30)
-    delay_days: float = Field(7.0, gt=0, description="labels are used this long after the transaction")
-    stats: tuple[Literal["count", "frauds", "fraud_rate"], ...] = ("count", "fraud_rate")
-
-    @field_validator("days")
-    @classmethod
-    def _days(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        return _check_days(v)
-
-    @field_validator("stats")
-    @classmethod
-    def _stats(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return _check_stats(v)
-
-    @field_validator("delay_days")
-    @classmethod
-    def _delay(cls, v: float) -> float:
-        _check_days((v,))
-        return v
+    days: WindowDays = (1, 7, 30)
+    delay_days: Days = Field(7.0, gt=0, description="labels are used this long after the transaction")
+    stats: Annotated[tuple[Literal["count", "frauds", "fraud_rate"], ...], AfterValidator(_check_stats)] = (
+        "count", "fraud_rate")
 
 
 WindowGroup = Annotated[Union[EventWindows, LabelWindows], Field(discriminator="kind")]
@@ -130,15 +115,9 @@ class RatioFeature(Section):
     numerator: str = "amount"
     entity: str = "customer"
     field: str = "amount"
-    days: float = 30.0
+    days: Days = 30.0
     stat: Literal["mean", "sum", "count"] = "mean"
     fill: float = 0.0
-
-    @field_validator("days")
-    @classmethod
-    def _days(cls, v: float) -> float:
-        _check_days((v,))
-        return v
 
 
 class NormalizerSettings(Section):

@@ -12,9 +12,10 @@ from typing import Any
 
 from fraudstream.config import KafkaSettings
 from fraudstream.consumers.kafka import check_connection
+from fraudstream.consumers.options import BULK_PRODUCER, KAFKA_PYTHON, LIBRDKAFKA
 from fraudstream.errors import ConfigInvalid
 
-__all__ = ["check_connection", "kafka_sink", "kafka_source"]
+__all__ = ["check_connection", "create_topics", "kafka_sink", "kafka_source"]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,25 @@ def kafka_source(
     return KafkaSource(kafka, topics, on_revoked, on_assigned, group_instance_id=group_instance_id)
 
 
-def kafka_sink(kafka: KafkaSettings) -> Any:
-    """A sink for scores and DLQ records; its ``flush`` raises ``SinkFailed``."""
-    if kafka.client == "confluent":
-        return _confluent().ConfluentSink(kafka)
+def kafka_sink(kafka: KafkaSettings, options: dict[str, Any] | None = None, bulk: bool = False) -> Any:
+    """A sink for scores and DLQ records, or with ``bulk`` for a whole stream (the
+    simulator's); its ``flush`` raises ``SinkFailed``. ``options`` add to or replace the
+    producer's, in the names of the client ``kafka.client`` picks."""
+    client = LIBRDKAFKA if kafka.client == "confluent" else KAFKA_PYTHON
+    options = (BULK_PRODUCER[client] if bulk else {}) | (options or {})
+    if client == LIBRDKAFKA:
+        return _confluent().ConfluentSink(kafka, options)
     from fraudstream.consumers.kafka import KafkaSink
 
-    return KafkaSink(kafka)
+    return KafkaSink(kafka, options)
+
+
+def create_topics(bootstrap: str, partitions: dict[str, int], client_id: str) -> None:
+    """Create topics (name -> partition count, replication 1) on a local broker (the demo's)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id=client_id)
+    try:
+        admin.create_topics([NewTopic(name, count, 1) for name, count in partitions.items()])
+    finally:
+        admin.close()

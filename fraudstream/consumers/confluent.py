@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import confluent_kafka
 import orjson
@@ -348,10 +348,10 @@ class ConfluentSink(JsonSink):
     counted, logged, and fails the next ``flush`` once.
     """
 
-    def __init__(self, kafka: KafkaSettings):
+    def __init__(self, kafka: KafkaSettings, options: dict[str, Any] | None = None):
         self.kafka = kafka
         self.producer = Producer(librdkafka_options(kafka).producer | {"error_cb": _ErrorLog("producer"),
-                                                                      "logger": _DebugLog()})
+                                                                      "logger": _DebugLog()} | (options or {}))
         self.failed = 0  # records the broker refused for good (each one logged)
         self._smaller: deque[tuple[str, bytes | None, bytes, list | None]] = deque()  # to send in their place
         self._again: deque[tuple[str, bytes | None, bytes | None, list | None]] = deque()  # to send again

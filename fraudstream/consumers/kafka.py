@@ -511,9 +511,12 @@ def key_hash(key: bytes) -> int:
 class KafkaSink(JsonSink):
     """Produces scores and DLQ records; ``flush`` makes them durable before a commit."""
 
-    def __init__(self, kafka: KafkaSettings):
+    def __init__(self, kafka: KafkaSettings, options: dict[str, Any] | None = None):
         self.kafka = kafka
-        self.producer = KafkaProducer(**kafka_python_options(kafka).producer)
+        try:
+            self.producer = KafkaProducer(**(kafka_python_options(kafka).producer | (options or {})))
+        except KafkaError as exc:
+            raise SinkFailed(f"cannot start a producer for {kafka.bootstrap_servers}: {exc}") from exc
         self.failed = 0  # records the broker refused for good (each one logged)
         self._smaller: deque[tuple[str, bytes | None, bytes]] = deque()  # to send in their place
 

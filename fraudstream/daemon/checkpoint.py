@@ -17,7 +17,6 @@ invalid, and :meth:`CheckpointStore.latest_valid` moves on to the previous one w
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fraudstream.errors import FraudstreamError
+from fraudstream.durable import fsync_path, sha256_file, write_json
+from fraudstream.daemon.exceptions import CheckpointCorrupt, CheckpointDirBusy
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,6 @@ MANIFEST = "manifest.json"
 PREFIX = "ckpt-"
 TMP_PREFIX = ".tmp-"
 SCHEMA_VERSION = 1
-
-
-class CheckpointCorrupt(FraudstreamError):
-    """A checkpoint's manifest is missing or a file does not match it."""
 
 
 @dataclass(frozen=True)
@@ -59,22 +55,6 @@ class CheckpointInfo:
         return self.path.name
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
@@ -83,14 +63,10 @@ def write_manifest(root: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Fsync every file under ``root`` and write a manifest of their sizes and checksums."""
     files = {}
     for path in _files_under(root):
-        _fsync_path(path)
-        files[str(path.relative_to(root))] = {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+        fsync_path(path)
+        files[str(path.relative_to(root))] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = {"schema_version": SCHEMA_VERSION, "created_at": time.time(), "meta": meta, "files": files}
-    target = root / MANIFEST
-    with open(target, "w") as fh:
-        json.dump(manifest, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
+    write_json(root / MANIFEST, manifest, sort_keys=True)
     return manifest
 
 
@@ -111,13 +87,9 @@ def verify_manifest(root: Path) -> dict[str, Any]:
         size = path.stat().st_size
         if size != expect["bytes"]:
             raise CheckpointCorrupt(f"{root.name}: {rel} has {size} bytes, manifest says {expect['bytes']}")
-        if _sha256(path) != expect["sha256"]:
+        if sha256_file(path) != expect["sha256"]:
             raise CheckpointCorrupt(f"{root.name}: {rel} checksum mismatch")
     return manifest
-
-
-class CheckpointDirBusy(FraudstreamError):
-    """Another live process writes checkpoints to the same directory."""
 
 
 class CheckpointStore:
@@ -197,9 +169,9 @@ class CheckpointStore:
         try:
             meta = write_parts(tmp)  # 1
             manifest = write_manifest(tmp, meta)  # 2, 3
-            _fsync_path(tmp)  # 4
+            fsync_path(tmp)  # 4
             os.rename(tmp, final)
-            _fsync_path(self.directory)
+            fsync_path(self.directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

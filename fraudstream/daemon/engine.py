@@ -40,7 +40,7 @@ from fraudstream.daemon.pending import EarlyLabels, Joined, PendingStore
 from fraudstream.daemon.policies import DriftAdaptation
 from fraudstream.daemon.step import BatchOutput, Ingested, ingest, rfc3339, score_records
 from fraudstream.features import FeaturePipeline, Transaction
-from fraudstream.models.online_trainer import OnlineTrainer, StepResult
+from fraudstream.models.online_training import OnlineTrainer, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Engine:
     @classmethod
     def create(cls, settings: Settings, artifact: Path | None = None) -> Engine:
         """An engine from an artifact, or a fresh model built from the config."""
-        from fraudstream.models.online import OnlineLearner
+        from fraudstream.models.learner import OnlineLearner
 
         if artifact is not None:
             from fraudstream.models.artifact import load_artifact

@@ -11,7 +11,7 @@ What keeps this exact:
 - jobs run one at a time, in submission order, so the learner sees rows in the same order
   as inline learning would;
 - the scorer switches to new weights only after the guard accepted them
-  (:meth:`fraudstream.models.online.OnlineLearner.publish`), in one reference swap;
+  (:meth:`fraudstream.models.learner.OnlineLearner.publish`), in one reference swap;
 - anything that reads or replaces the learner's whole state (a checkpoint, a drift
   adaptation, a promotion or rollback) first calls :meth:`BackgroundLearning.drain`: the
   queue is empty and the worker idle until the caller submits again, and only the loop
@@ -30,15 +30,13 @@ import threading
 from collections import deque
 from typing import Any, Callable
 
+from fraudstream.daemon.exceptions import LearningFailed
+
 log = logging.getLogger(__name__)
 
 #: Jobs waiting at most; a loop that outruns the learner then waits (back-pressure) rather
 #: than holding an unbounded backlog of rows that a crash would have to replay anyway.
 MAX_QUEUED_JOBS = 256
-
-
-class LearningFailed(RuntimeError):
-    """A job failed on the worker thread; the original error is the ``__cause__``."""
 
 
 class BackgroundLearning:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 import uuid
@@ -40,8 +39,9 @@ import numpy as np
 
 from fraudstream.config import LifecycleSettings
 from fraudstream.daemon.checkpoint import CheckpointInfo, CheckpointStore
+from fraudstream.daemon.exceptions import LifecycleStateInvalid, ModelRequestInvalid, ModelVersionUnknown
 from fraudstream.daemon.state_io import read_state
-from fraudstream.errors import FraudstreamError
+from fraudstream.durable import write_json
 from fraudstream.models.evaluation import average_precision, roc_auc
 from fraudstream.monitoring.loss import log_loss
 
@@ -56,30 +56,18 @@ ACK_FILE = "model-request.ack.json"
 REQUEST_CHECK_EVERY_S = 1.0
 
 
-class ModelVersionUnknown(FraudstreamError):
-    """No valid checkpoint in the directory holds the requested model version."""
-
-
-class ModelRequestInvalid(FraudstreamError):
-    """A model request file that cannot be read or names an unknown action."""
-
-
-class LifecycleStateInvalid(FraudstreamError):
-    """Lifecycle state from a checkpoint that this version cannot read."""
-
-
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def decide(champion_ap: float | None, challenger_ap: float | None, rows: int,
+def promotion_verdict(champion_ap: float | None, challenger_ap: float | None, rows: int,
            settings: LifecycleSettings) -> str | None:
     """``"promote"``, ``"rollback"`` or None (keep the champion), from the window's figures.
 
     >>> s = LifecycleSettings(window=100, min_labels=50, promote_margin=0.02, rollback_margin=0.05)
-    >>> decide(0.50, 0.53, 60, s), decide(0.50, 0.51, 60, s), decide(0.50, 0.44, 60, s)
-    ('promote', None, 'rollback')
-    >>> decide(0.50, 0.90, 49, s) is None  # too few labelled rows to judge
+    >>> [promotion_verdict(0.50, challenger, 60, s) for challenger in (0.53, 0.51, 0.44)]
+    ['promote', None, 'rollback']
+    >>> promotion_verdict(0.50, 0.90, 49, s) is None  # too few labelled rows to judge
     True
     """
     if rows < settings.min_labels or champion_ap is None or challenger_ap is None:
@@ -186,7 +174,7 @@ class ModelLifecycle:
     """The champion (its own weight copy, version and scorer), the comparison window and
     the history of promotions and rollbacks; see the module docstring for the rules.
 
-    ``learner`` arguments are :class:`~fraudstream.models.online.OnlineLearner` objects
+    ``learner`` arguments are :class:`~fraudstream.models.learner.OnlineLearner` objects
     (``get_weights``, ``set_weights``, ``reset_optimizer``).
 
     The champion lives in two model copies used in turn: a change fills the idle one, then
@@ -270,7 +258,8 @@ class ModelLifecycle:
             return None
         self._unchecked = 0
         m = self.window_metrics()
-        action = decide(m["champion"]["average_precision"], m["challenger"]["average_precision"], m["rows"], self.settings)
+        action = promotion_verdict(m["champion"]["average_precision"], m["challenger"]["average_precision"],
+                                   m["rows"], self.settings)
         if action is None:
             return None
         why = (f"challenger AP {m['challenger']['average_precision']:.4f} vs champion "
@@ -435,15 +424,6 @@ def load_version(store: CheckpointStore, version: int) -> list[np.ndarray]:
 # -- requests from the command line ------------------------------------------------------------
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_request(directory: Path, action: str, to_version: int | None = None) -> ModelRequest:
     """Leave a request for the daemon that owns ``directory`` (written atomically; a newer
     request replaces one not yet applied)."""
@@ -453,7 +433,7 @@ def write_request(directory: Path, action: str, to_version: int | None = None) -
         raise ModelRequestInvalid("a rollback needs a version to roll back to")
     request = ModelRequest(action, None if to_version is None else int(to_version), uuid.uuid4().hex, _utc_now())
     Path(directory).mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(Path(directory) / REQUEST_FILE, {"schema_version": SCHEMA_VERSION, **asdict(request)})
+    write_json(Path(directory) / REQUEST_FILE, {"schema_version": SCHEMA_VERSION, **asdict(request)})
     return request
 
 
@@ -508,7 +488,7 @@ class ModelRequests:
 
     def acknowledge(self, request: ModelRequest, status: str, message: str, **extra: Any) -> None:
         """Write the answer, then remove the request (unless a newer one replaced it meanwhile)."""
-        _write_json_atomic(self.directory / ACK_FILE, {
+        write_json(self.directory / ACK_FILE, {
             "id": request.id, "action": request.action, "to_version": request.to_version,
             "status": status, "message": message, "handled_at": _utc_now(), **extra,
         })

@@ -14,9 +14,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from fraudstream.daemon.checkpoint import CheckpointStore
-from fraudstream.daemon.lifecycle import PROMOTE, ROLLBACK, ModelRequest, ModelRequestInvalid, ModelRequests, load_version
+from fraudstream.daemon.exceptions import ModelRequestInvalid
+from fraudstream.daemon.lifecycle import PROMOTE, ROLLBACK, ModelRequest, ModelRequests, load_version
 from fraudstream.errors import FraudstreamError
-from fraudstream.models.online_trainer import OnlineTrainer
+from fraudstream.models.online_training import OnlineTrainer
 
 if TYPE_CHECKING:
     from fraudstream.daemon.engine import Engine

@@ -64,12 +64,6 @@ class ReplayResult:
         return dataclasses.replace(self, scored=self.scored[keep], labels=self.labels[keep],
                                    customers=self.customers[keep], times=self.times[keep])
 
-    def labelled_after(self, since: float, detection: dict[str, Any]) -> int:
-        """Labelled rows of transactions at or after ``since`` learned up to and including
-        the row that triggered ``detection``: its delay, in labelled rows, after a change at
-        ``since`` (only meaningful for detectors of labelled rows, i.e. ADWIN)."""
-        return int(np.count_nonzero(self.times[: detection["labelled_rows"]] >= since))
-
     def metrics(self, since: float | None = None, k: int = 100) -> dict[str, float | None]:
         """ROC AUC, AP and card precision@k over labelled transactions at or after ``since``."""
         window = self.since(since)  # copies only when a window is asked for

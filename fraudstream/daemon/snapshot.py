@@ -24,7 +24,7 @@ from fraudstream.daemon.pending import PendingStore
 from fraudstream.daemon.state_io import detach, read_state, write_state
 from fraudstream.features import FeaturePipeline
 from fraudstream.models.builder import load_network
-from fraudstream.models.online import OnlineLearner
+from fraudstream.models.learner import OnlineLearner
 
 if TYPE_CHECKING:
     from fraudstream.daemon.engine import Engine

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from fraudstream.durable import write_json
+
 MARK = "__array__"
 
 
@@ -64,7 +66,7 @@ def write_state(directory: Path, name: str, state: dict[str, Any]) -> None:
     if arrays:
         with open(directory / f"{name}.npz", "wb") as fh:
             np.savez(fh, **arrays)
-    (directory / f"{name}.json").write_text(json.dumps(tree, allow_nan=True))
+    write_json(directory / f"{name}.json", tree, indent=None)
 
 
 def read_state(directory: Path, name: str) -> dict[str, Any]:

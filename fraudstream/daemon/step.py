@@ -27,7 +27,7 @@ from fraudstream.daemon.eventtime import PartitionClocks
 from fraudstream.daemon.pending import EarlyLabels, Joined, PendingStore
 from fraudstream.errors import EventInvalid
 from fraudstream.features import FeaturePipeline, Transaction
-from fraudstream.models.online_trainer import StepResult
+from fraudstream.models.online_training import StepResult
 
 
 @dataclass

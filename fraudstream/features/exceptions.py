@@ -9,3 +9,7 @@ class FeatureStateInvalid(FraudstreamError):
 
 class FeatureInputInvalid(FraudstreamError):
     """A table or file cannot be read as events: unknown format, unreadable file."""
+
+
+class ReferenceInvalid(FraudstreamError):
+    """A feature reference histogram (for PSI) is malformed or does not match the rows."""

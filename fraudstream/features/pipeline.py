@@ -71,11 +71,6 @@ class FeaturePipeline:
         self.reset()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> FeaturePipeline:
-        """Build from the root ``Settings`` (its ``features`` section)."""
-        return cls(settings.features)
-
-    @classmethod
     def from_state_dict(cls, state: dict) -> FeaturePipeline:
         """Rebuild a pipeline from a saved state alone: its spec travels with it."""
         try:

@@ -25,6 +25,7 @@ NO_CLOCK = -(2**62)
 """The clock of an entity that has had labels but no transaction yet."""
 
 _COMPACT_MIN = 64
+_VALUE_DTYPES = {"q": np.int64, "b": np.int8}  # array typecode -> numpy dtype
 DIRECT_KEY_LIMIT = 2**62
 """Offline keys ``entity * stride + time`` are used below this; else time ranks."""
 
@@ -57,7 +58,72 @@ class _Entity:
             self.ready -= h
 
 
-class EventWindowState:
+class _WindowState:
+    """What the event and label windows share: dropping idle entities and their state.
+
+    ``delay`` is how far behind an entity's clock its windows end (0 for its own events);
+    ``val_code`` the array type of its values (None: events without a summed field).
+    """
+
+    group: EventGroup | LabelGroup
+    wins: list[int]
+    delay = 0
+    val_code: str | None
+    entities: dict[str, _Entity]
+
+    def _idle(self, st: _Entity, cut: int) -> bool:
+        return st.clock <= cut
+
+    def evict_idle(self, watermark_us: int) -> int:
+        """Drop entities with nothing left inside any window at ``watermark_us``."""
+        cut = watermark_us - self.group.span_us
+        idle = [k for k, st in self.entities.items() if self._idle(st, cut)]
+        for k in idle:
+            del self.entities[k]
+        return len(idle)
+
+    # -- state ----------------------------------------------------------------------------
+
+    def export(self) -> dict[str, np.ndarray]:
+        keys, clock, lengths = [], [], []
+        times, vals = array("q"), array(self.val_code or "q")
+        for k, st in self.entities.items():
+            h = st.heads[-1]
+            keys.append(k)
+            clock.append(st.clock)
+            lengths.append(len(st.times) - h)
+            times.extend(st.times[h:])
+            if st.vals is not None:
+                vals.extend(st.vals[h:])
+        return {
+            "keys": np.array(keys, dtype=str),
+            "clock": np.array(clock, dtype=np.int64),
+            "lengths": np.array(lengths, dtype=np.int64),
+            "times": np.frombuffer(times, dtype=np.int64).copy(),
+            "values": np.frombuffer(vals, dtype=_VALUE_DTYPES[vals.typecode]).astype(np.int64),
+        }
+
+    def restore(self, data: dict[str, np.ndarray]) -> None:
+        self.entities = {}
+        nw = len(self.wins)
+        at = 0
+        times, vals = data["times"].tolist(), data["values"].tolist()
+        for k, c, ln in zip(data["keys"].tolist(), data["clock"].tolist(), data["lengths"].tolist()):
+            st = _Entity(nw, c, self.val_code)
+            st.times.extend(times[at:at + ln])
+            if st.vals is not None:
+                st.vals.extend(vals[at:at + ln])
+            at += ln
+            upper = c - self.delay
+            st.ready = bisect_right(st.times, upper)  # event windows: every entry (none is after the clock)
+            for j, w in enumerate(self.wins):
+                h = bisect_right(st.times, upper - w)
+                st.heads[j] = h
+                st.sums[j] = sum(st.vals[h:st.ready]) if st.vals is not None else 0
+            self.entities[k] = st
+
+
+class EventWindowState(_WindowState):
     """Streaming windows over an entity's events, ``(t - w, t]`` with the event itself inside."""
 
     kind = "events"
@@ -66,6 +132,7 @@ class EventWindowState:
         self.group = group
         self.wins = group.wins_us
         self.has_sum = group.field is not None
+        self.val_code = "q" if self.has_sum else None
         self.entities: dict[str, _Entity] = {}
 
     @property
@@ -80,7 +147,7 @@ class EventWindowState:
         nw = len(wins)
         rng = range(nw)
         has_sum = self.has_sum
-        code = "q" if has_sum else None
+        code = self.val_code
         flat: list[int] = []
         ap = flat.append
         for i in range(len(keys)):
@@ -125,56 +192,7 @@ class EventWindowState:
                 st.compact()
         return np.array(flat, dtype=np.int64).reshape(len(keys), self.width)
 
-    def evict_idle(self, watermark_us: int) -> int:
-        """Drop entities whose newest event is outside every window at ``watermark_us``."""
-        cut = watermark_us - self.group.span_us
-        idle = [k for k, st in self.entities.items() if st.clock <= cut]
-        for k in idle:
-            del self.entities[k]
-        return len(idle)
-
-    # -- state ----------------------------------------------------------------------------
-
-    def export(self) -> dict[str, np.ndarray]:
-        keys, clock, lengths = [], [], []
-        times, vals = array("q"), array("q")
-        for k, st in self.entities.items():
-            h = st.heads[-1]
-            keys.append(k)
-            clock.append(st.clock)
-            lengths.append(len(st.times) - h)
-            times.extend(st.times[h:])
-            if self.has_sum:
-                vals.extend(st.vals[h:])
-        return {
-            "keys": np.array(keys, dtype=str),
-            "clock": np.array(clock, dtype=np.int64),
-            "lengths": np.array(lengths, dtype=np.int64),
-            "times": np.frombuffer(times, dtype=np.int64).copy(),
-            "values": np.frombuffer(vals, dtype=np.int64).copy(),
-        }
-
-    def restore(self, data: dict[str, np.ndarray]) -> None:
-        self.entities = {}
-        nw = len(self.wins)
-        code = "q" if self.has_sum else None
-        at = 0
-        times, vals = data["times"].tolist(), data["values"].tolist()
-        for k, c, ln in zip(data["keys"].tolist(), data["clock"].tolist(), data["lengths"].tolist()):
-            st = _Entity(nw, c, code)
-            st.times.extend(times[at:at + ln])
-            if code:
-                st.vals.extend(vals[at:at + ln])
-            at += ln
-            st.ready = ln
-            for j, w in enumerate(self.wins):
-                h = bisect_right(st.times, c - w)
-                st.heads[j] = h
-                st.sums[j] = sum(st.vals[h:]) if code else 0
-            self.entities[k] = st
-
-
-class LabelWindowState:
+class LabelWindowState(_WindowState):
     """Streaming delayed label windows: labels whose transaction time is in
     ``(t - delay - w, t - delay]`` and which have arrived by the time of the query."""
 
@@ -184,12 +202,17 @@ class LabelWindowState:
         self.group = group
         self.wins = group.wins_us
         self.delay = group.delay_us
+        self.val_code = "b"
         self.entities: dict[str, _Entity] = {}
         self.expired = 0
 
     @property
     def width(self) -> int:
         return 2 * len(self.wins)
+
+    def _idle(self, st: _Entity, cut: int) -> bool:
+        # labels can arrive for an entity whose clock stands still: their own times count too
+        return st.clock <= cut and (not st.times or st.times[-1] <= cut)
 
     def query_many(self, keys: list[str], times: list[int], late: np.ndarray,
                    learn_before: dict[int, list[tuple[str, int, int]]] | None = None) -> np.ndarray:
@@ -273,51 +296,6 @@ class LabelWindowState:
                 else:
                     st.heads[j] += 1
         return True
-
-    def evict_idle(self, watermark_us: int) -> int:
-        cut = watermark_us - self.group.span_us
-        idle = [k for k, st in self.entities.items()
-                if st.clock <= cut and (not st.times or st.times[-1] <= cut)]
-        for k in idle:
-            del self.entities[k]
-        return len(idle)
-
-    def export(self) -> dict[str, np.ndarray]:
-        keys, clock, lengths = [], [], []
-        times, vals = array("q"), array("b")
-        for k, st in self.entities.items():
-            h = st.heads[-1]
-            keys.append(k)
-            clock.append(st.clock)
-            lengths.append(len(st.times) - h)
-            times.extend(st.times[h:])
-            vals.extend(st.vals[h:])
-        return {
-            "keys": np.array(keys, dtype=str),
-            "clock": np.array(clock, dtype=np.int64),
-            "lengths": np.array(lengths, dtype=np.int64),
-            "times": np.frombuffer(times, dtype=np.int64).copy(),
-            "values": np.frombuffer(vals, dtype=np.int8).astype(np.int64),
-        }
-
-    def restore(self, data: dict[str, np.ndarray]) -> None:
-        self.entities = {}
-        nw = len(self.wins)
-        at = 0
-        times, vals = data["times"].tolist(), data["values"].tolist()
-        for k, c, ln in zip(data["keys"].tolist(), data["clock"].tolist(), data["lengths"].tolist()):
-            st = _Entity(nw, c, "b")
-            st.times.extend(times[at:at + ln])
-            st.vals.extend(vals[at:at + ln])
-            at += ln
-            upper = c - self.delay
-            st.ready = bisect_right(st.times, upper)
-            for j, w in enumerate(self.wins):
-                h = bisect_right(st.times, upper - w)
-                st.heads[j] = h
-                st.sums[j] = sum(st.vals[h:st.ready])
-            self.entities[k] = st
-
 
 # -- offline -----------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ _EXPORTS = {
     "default_width": "fraudstream.models.builder",
     "layer_widths": "fraudstream.models.builder",
     "Scorer": "fraudstream.models.scorer",
-    "OnlineLearner": "fraudstream.models.online",
+    "OnlineLearner": "fraudstream.models.learner",
     "Artifact": "fraudstream.models.artifact",
     "load_artifact": "fraudstream.models.artifact",
     "save_artifact": "fraudstream.models.artifact",

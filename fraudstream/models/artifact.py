@@ -19,7 +19,6 @@ opens anything, then loads the model with ``safe_mode=True`` (no deserialised co
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from fraudstream.config.model import ModelParams
+from fraudstream.durable import fsync_path, sha256_file, write_json
 from fraudstream.models.backend import keras
 from fraudstream.models.exceptions import ArtifactExists, ArtifactInvalid
 from fraudstream.models.scorer import Scorer
@@ -88,26 +88,6 @@ def _decode(value: Any, arrays: Any) -> Any:
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def library_versions() -> dict[str, str]:
@@ -211,9 +191,9 @@ def save_artifact(
         arrays: dict[str, np.ndarray] = {}
         spec_json = _encode(feature_spec, {}, "feature_spec")
         state_json = _encode(feature_state, arrays, "feature_state")
-        _write_json(
+        write_json(
             tmp / FEATURES_FILE,
-            {"spec": spec_json, "feature_names": list(feature_names), "state": state_json},
+            {"spec": spec_json, "feature_names": list(feature_names), "state": state_json}, indent=2,
         )
         if arrays:
             with open(tmp / FEATURE_ARRAYS_FILE, "wb") as fh:
@@ -234,7 +214,7 @@ def save_artifact(
             meta["drift_reference"] = _encode(drift_reference, {}, "drift_reference")
         if extra:
             meta.update(_encode(extra, {}, "extra"))
-        _write_json(tmp / METADATA_FILE, meta)
+        write_json(tmp / METADATA_FILE, meta, indent=2)
         # 2. the manifest, then make everything durable
         files = sorted(p.name for p in tmp.iterdir())
         manifest = {
@@ -244,17 +224,17 @@ def save_artifact(
                 for name in files
             },
         }
-        _write_json(tmp / MANIFEST_FILE, manifest)
+        write_json(tmp / MANIFEST_FILE, manifest, indent=2)
         for name in files + [MANIFEST_FILE]:
-            _fsync_path(tmp / name)
-        _fsync_path(tmp)
+            fsync_path(tmp / name)
+        fsync_path(tmp)
         # 3. swap into place
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, old)
         os.replace(tmp, path)
-        _fsync_path(path.parent)
+        fsync_path(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from fraudstream.config.model import ModelParams, SplitParams
 from fraudstream.config.settings import MonitoringSettings
+from fraudstream.features.reference import reference_from
 from fraudstream.models import evaluation
 from fraudstream.models.backend import keras
 from fraudstream.models.builder import build_model, fraud_weight
@@ -132,10 +133,6 @@ class Dataset:
         daemon re-scores with each model it serves (the baselines of the score-mean and
         log-loss detectors).
         """
-        # Imported here: the PSI binning is monitoring's, and models must not load river
-        # and the rest of monitoring just to be imported.
-        from fraudstream.monitoring.drift import reference_from
-
         if self.X_reference is None:
             rows, labels = self.X_train, self.y_train
         else:

@@ -255,7 +255,3 @@ class DaemonMonitor:
             self.prequential.load_state_dict(state["prequential"])
         if "drift" in state:
             self.drift.load_state_dict(state["drift"])
-
-
-def build_monitor(settings: Settings) -> DaemonMonitor:
-    return DaemonMonitor(settings)

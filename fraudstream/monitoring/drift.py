@@ -7,7 +7,7 @@ Three signals, each watched by a standard detector (river's, not re-implemented 
 * **prediction drift**: Page-Hinkley on the stream of scores. The score mean moves when the
   inputs or the model move, and it is seen at scoring time, days before labels arrive.
 * **feature drift**: the population stability index (PSI) of each feature against a
-  reference histogram made from the training data (:func:`reference_from`, stored in the
+  reference histogram made from the training data (:func:`fraudstream.features.reference.reference_from`, stored in the
   model artifact), evaluated every ``drift_psi_window`` scored rows.
 
 They judge the data, not the model learning nor the feature windows filling: the caller
@@ -42,7 +42,8 @@ import numpy as np
 from river import drift as river_drift
 
 from fraudstream.config.settings import MonitoringSettings
-from fraudstream.monitoring.exceptions import MonitoringStateInvalid, ReferenceInvalid
+from fraudstream.features.reference import bin_counts, check_reference
+from fraudstream.monitoring.exceptions import MonitoringStateInvalid
 from fraudstream.monitoring.prequential import to_unix_seconds
 from fraudstream.monitoring.loss import log_loss_each
 
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-REFERENCE_SCHEMA_VERSION = 1
 PSI_EPS = 1e-4  # floor for empty bins, so one empty bin does not make PSI infinite
 #: Features of the clock. A PSI window of a few thousand rows spans hours, not a week: its
 #: share of weekend or night rows follows the time of day, not the data. Their PSI is still
@@ -146,92 +146,6 @@ def alarm_line(detection: Detection) -> str:
 # --- PSI ---------------------------------------------------------------------------------------
 
 
-def reference_from(X, bins: int = 10, names: list[str] | None = None, sample: int = 0,
-                   seed: int = 0, labels=None) -> dict[str, Any]:
-    """Reference histogram of each column of ``X`` for PSI, as JSON-ready data.
-
-    Bin edges are the column's inner quantiles (duplicates merged, so a binary feature gets
-    two bins, not ten); bins are right-closed: ``(-inf, e1], (e1, e2], ..., (ek, inf)``.
-    Non-finite values are ignored. The trainer stores the result in the model artifact.
-
-    ``sample`` labelled rows of ``X`` drawn at random (``seed``) are kept as well, under
-    ``sample`` (and their ``labels`` under ``sample_labels``): the score-mean and log-loss
-    detectors compare each row with what the model in use gives them, so that a model
-    that learns does not look like a stream that moved.
-
-    >>> import numpy as np
-    >>> ref = reference_from(np.arange(1000.0).reshape(-1, 1), bins=4, names=["amount"])
-    >>> ref["features"][0]["edges"], ref["features"][0]["proportions"]
-    ([249.75, 499.5, 749.25], [0.25, 0.25, 0.25, 0.25])
-    """
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ReferenceInvalid(f"reference needs a 2-D matrix, got shape {X.shape}")
-    if bins < 2:
-        raise ReferenceInvalid("bins must be at least 2")
-    names = list(names) if names is not None else [f"f{i}" for i in range(X.shape[1])]
-    if len(names) != X.shape[1]:
-        raise ReferenceInvalid(f"{len(names)} names for {X.shape[1]} columns")
-    quantiles = np.linspace(0.0, 1.0, bins + 1)[1:-1]
-    features = []
-    for j, name in enumerate(names):
-        col = X[:, j]
-        col = col[np.isfinite(col)]
-        if col.size == 0:
-            raise ReferenceInvalid(f"feature {name!r} has no finite value")
-        edges = np.unique(np.quantile(col, quantiles))
-        counts = np.bincount(np.searchsorted(edges, col, side="left"), minlength=edges.size + 1)
-        features.append(
-            {
-                "name": name,
-                "edges": edges.tolist(),
-                "proportions": (counts / col.size).tolist(),
-            }
-        )
-    reference = {
-        "schema_version": REFERENCE_SCHEMA_VERSION,
-        "bins": bins,
-        "rows": int(X.shape[0]),
-        "features": features,
-    }
-    if sample > 0:
-        usable = np.isfinite(X).all(axis=1)
-        if labels is not None:
-            y = np.asarray(labels, np.float64).ravel()
-            usable &= np.isfinite(y)
-        usable = np.flatnonzero(usable)
-        picked = np.sort(np.random.default_rng(seed).choice(usable, min(sample, usable.size), replace=False))
-        reference["sample"] = X[picked].tolist()
-        if labels is not None:
-            reference["sample_labels"] = y[picked].astype(int).tolist()
-    return reference
-
-
-def _check_reference(reference: dict[str, Any]) -> None:
-    if reference.get("schema_version") != REFERENCE_SCHEMA_VERSION:
-        raise ReferenceInvalid(f"reference schema {reference.get('schema_version')!r}")
-    for feature in reference.get("features", []):
-        if len(feature["proportions"]) != len(feature["edges"]) + 1:
-            raise ReferenceInvalid(f"feature {feature.get('name')!r}: bins and edges disagree")
-
-
-def _bin_counts(reference: dict[str, Any], X: np.ndarray) -> list[np.ndarray]:
-    X = np.asarray(X, dtype=np.float64)
-    features = reference["features"]
-    if X.ndim != 2 or X.shape[1] != len(features):
-        raise ReferenceInvalid(
-            f"rows have shape {X.shape}, reference has {len(features)} features"
-        )
-    counts = []
-    for j, feature in enumerate(features):
-        edges = np.asarray(feature["edges"], np.float64)
-        col = X[:, j]
-        col = col[np.isfinite(col)]
-        counts.append(np.bincount(np.searchsorted(edges, col, side="left"),
-                                  minlength=edges.size + 1))
-    return counts
-
-
 def _psi_from_counts(reference: dict[str, Any], counts: list[np.ndarray]) -> np.ndarray:
     out = np.zeros(len(counts))
     for j, (feature, c) in enumerate(zip(reference["features"], counts)):
@@ -252,6 +166,7 @@ def psi(reference: dict[str, Any], X) -> np.ndarray:
     above 0.25 a significant shift.
 
     >>> import numpy as np
+    >>> from fraudstream.features.reference import reference_from
     >>> rng = np.random.default_rng(0)
     >>> ref = reference_from(rng.normal(size=(5000, 1)))
     >>> bool(psi(ref, rng.normal(size=(5000, 1)))[0] < 0.1)
@@ -259,8 +174,8 @@ def psi(reference: dict[str, Any], X) -> np.ndarray:
     >>> bool(psi(ref, rng.normal(1.0, 1.0, size=(5000, 1)))[0] > 0.25)
     True
     """
-    _check_reference(reference)
-    return _psi_from_counts(reference, _bin_counts(reference, X))
+    check_reference(reference)
+    return _psi_from_counts(reference, bin_counts(reference, X))
 
 
 def _reference_digest(reference: dict[str, Any] | None) -> str | None:
@@ -335,7 +250,7 @@ def _load_page_hinkley(detector: river_drift.PageHinkley, state: dict[str, Any])
 class DriftMonitor:
     """ADWIN on log loss, Page-Hinkley on scores, PSI on features; thresholds from config.
 
-    ``reference`` (from :func:`reference_from`) enables PSI; ``metrics`` (optional) counts
+    ``reference`` (from :func:`~fraudstream.features.reference.reference_from`) enables PSI; ``metrics`` (optional) counts
     detections and exports PSI per feature.
 
     >>> import numpy as np
@@ -404,7 +319,7 @@ class DriftMonitor:
     def set_reference(self, reference: dict[str, Any] | None) -> None:
         """Use a new reference (a new model version); PSI counting starts over."""
         if reference is not None:
-            _check_reference(reference)
+            check_reference(reference)
         self.reference = reference
         rows = (reference or {}).get("sample")
         #: the reference's sample rows (normalised, as the model scores them), if it has one
@@ -493,31 +408,9 @@ class DriftMonitor:
             found.extend(self._update_psi(X, float(times.max())))
         return self._report(found)
 
-    def update_many(
-        self,
-        *,
-        scores=None,
-        event_times=None,
-        X=None,
-        labelled_scores=None,
-        labels=None,
-        labelled_event_times=None,
-    ) -> DriftReport:
-        """Both updates in one call: scored rows (``scores``, ``event_times``, ``X``) and/or
-        labelled rows (``labelled_scores``, ``labels``, ``labelled_event_times``)."""
-        found: list[Detection] = []
-        if scores is not None:
-            found.extend(self.update_scored_many(scores, event_times, X).detections)
-        if labels is not None:
-            found.extend(
-                self.update_labelled_many(labelled_scores, labels, labelled_event_times).detections
-            )
-        # the per-part calls above counted their detections already
-        return self._report(found, count=False)
-
     def _update_psi(self, X, last_time: float) -> list[Detection]:
         assert self.reference is not None
-        for j, c in enumerate(_bin_counts(self.reference, X)):
+        for j, c in enumerate(bin_counts(self.reference, X)):
             self._psi_counts[j] += c
         self._psi_rows += int(np.asarray(X).shape[0])
         if self._psi_rows < self.settings.drift_psi_window:
@@ -546,8 +439,8 @@ class DriftMonitor:
         return {n: v for n, v in self.last_psi.items()
                 if v > self.settings.drift_psi_threshold and n not in CLOCK_FEATURES}
 
-    def _report(self, found: list[Detection], count: bool = True) -> DriftReport:
-        if count and found:
+    def _report(self, found: list[Detection]) -> DriftReport:
+        if found:
             if self.metrics is not None:
                 self.metrics.observe_detections(found)
             for d in found:

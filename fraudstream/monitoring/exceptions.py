@@ -11,10 +11,6 @@ class MonitoringStateInvalid(MonitoringError):
     """Saved prequential or drift state has another schema version or is malformed."""
 
 
-class ReferenceInvalid(MonitoringError):
-    """A feature reference histogram (for PSI) is malformed or does not match the rows."""
-
-
 class ServerStartFailed(MonitoringError):
     """The monitoring HTTP server could not bind or did not start in time."""
 

@@ -8,7 +8,6 @@ not count); with rate 0 the producer goes as fast as the broker takes it.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +28,11 @@ from fraudstream.simulate.engine import Simulation
 from fraudstream.simulate.exceptions import KafkaProduceFailed
 from fraudstream.simulate.output import label_lines, merged_order, transaction_lines
 
-log = logging.getLogger(__name__)
-
 _PROGRESS_EVERY = 500  # events between progress-bar updates (also after each paced sleep)
 _MIN_SLEEP = 0.002  # seconds: sleeping less than this costs more than it paces
+#: How long the last flush may wait for the broker to acknowledge what is queued (a broker
+#: that is down for a while comes back within it).
+FLUSH_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -46,19 +46,6 @@ class ProduceReport:
         return (self.transactions + self.labels) / self.seconds if self.seconds > 0 else 0.0
 
 
-def producer_config(kafka: KafkaSettings) -> dict[str, Any]:
-    """kafka-python producer options from the settings: batching on, the daemon's connection
-    and security options (one mapping, so both connect the same way)."""
-    from fraudstream.consumers.kafka import client_options  # loads the Kafka client
-
-    return client_options(kafka) | {
-        "client_id": f"{kafka.client_id}-simulate",
-        "linger_ms": 20,
-        "batch_size": 256 * 1024,
-        "bootstrap_timeout_ms": 15_000,
-    }
-
-
 def produce(
     sim: Simulation,
     kafka: KafkaSettings,
@@ -66,24 +53,25 @@ def produce(
     progress: bool = True,
     inline_labels: bool | None = None,
     label_events: bool | None = None,
-    producer: Any = None,
+    sink: Any = None,
     producer_options: dict[str, Any] | None = None,
 ) -> ProduceReport:
     """Send the simulation to ``kafka.topics.transactions`` and ``kafka.topics.labels``.
 
     Events go in event-time order (label events before transactions at an equal time).
     ``rate`` is transactions per second of wall clock, 0 for as fast as possible.
-    ``producer`` lets a caller pass its own (anything with ``send``/``flush``/``close``);
-    by default one is made from the settings (plus ``producer_options``, kafka-python
-    names) and closed at the end, after the daemon's start-up check of the connection. Raises
-    ``KafkaProduceFailed`` if the broker cannot be reached or refuses this client (naming a
-    wrong password, CA or protocol) or refuses events.
+    ``sink`` lets a caller pass its own (``send``/``flush``/``close`` and a ``failed``
+    count, as the daemon's sinks); by default the daemon's sink for ``kafka.client`` is made,
+    as client ``<client_id>-simulate``, batching in bulk, with ``producer_options`` added
+    (in that client's names), after the daemon's start-up check of the connection, and closed at the end.
+    Raises ``KafkaProduceFailed`` if the broker cannot be reached or refuses this client
+    (naming a wrong password, CA or protocol) or refuses events.
     """
     if rate < 0:
         raise ValueError("rate must be >= 0 (0 = as fast as possible)")
     # Imported here: writing files should not pay for loading the Kafka client.
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
+    from fraudstream.consumers.clients import check_connection, kafka_sink
+    from fraudstream.consumers.exceptions import KafkaConnectFailed, SinkFailed
 
     settings = sim.settings
     inline = settings.inline_labels if inline_labels is None else inline_labels
@@ -97,27 +85,14 @@ def produce(
         label_values, label_keys = [], []
     is_label, rows = merged_order(sim, use_labels)
 
-    own = producer is None
+    own = sink is None
     if own:
-        from fraudstream.consumers.exceptions import KafkaConnectFailed
-        from fraudstream.consumers.kafka import check_connection
-
         try:  # a wrong password, CA or protocol is named at once, not retried until a timeout
             check_connection(kafka)
-        except KafkaConnectFailed as exc:
+            sink = kafka_sink(kafka.model_copy(update={"client_id": f"{kafka.client_id}-simulate"}),
+                              producer_options, bulk=True)
+        except (KafkaConnectFailed, SinkFailed) as exc:
             raise KafkaProduceFailed(str(exc)) from None
-        try:
-            producer = KafkaProducer(**(producer_config(kafka) | (producer_options or {})))
-        except KafkaError as exc:
-            raise KafkaProduceFailed(
-                f"cannot start a producer for {kafka.bootstrap_servers}: {exc}"
-            ) from exc
-    failures: list[BaseException] = []
-
-    def on_error(exc: BaseException) -> None:
-        if not failures:
-            log.error("simulate: delivery to Kafka failed: %s", exc)
-        failures.append(exc)
 
     tx_topic, label_topic = kafka.topics.transactions, kafka.topics.labels
     total = len(rows)
@@ -129,10 +104,10 @@ def produce(
         if bar:
             bar.start()
         for i, (lab, r) in enumerate(zip(is_label.tolist(), rows.tolist())):
-            if failures:
+            if sink.failed:
                 break  # the broker is refusing or gone: stop rather than queue the rest
             if lab:
-                future = producer.send(label_topic, value=label_values[r], key=label_keys[r])
+                sink.send(label_topic, label_values[r], label_keys[r])
             else:
                 if rate:
                     ahead = started + sent_tx / rate - time.monotonic()
@@ -140,28 +115,27 @@ def produce(
                         if bar:
                             bar.update(task, completed=i)
                         time.sleep(ahead)
-                future = producer.send(tx_topic, value=tx_values[r], key=tx_keys[r])
+                sink.send(tx_topic, tx_values[r], tx_keys[r])
                 sent_tx += 1
             sent += 1
-            future.add_errback(on_error)
             if bar and i % _PROGRESS_EVERY == 0:
                 bar.update(task, completed=i)
-        producer.flush()
+        sink.flush(FLUSH_TIMEOUT_S)
         if bar:
             bar.update(task, completed=total)
-    except KafkaError as exc:
+    except SinkFailed as exc:
         raise KafkaProduceFailed(f"producing to {kafka.bootstrap_servers} failed: {exc}",
-                                 failed=len(failures) + 1) from exc
+                                 failed=sink.failed + 1) from exc
     finally:
         if bar:
             bar.stop()
         if own:
-            producer.close()
-    if failures:
+            sink.close()
+    if sink.failed:
         raise KafkaProduceFailed(
-            f"delivery to {kafka.bootstrap_servers} failed for {len(failures)} event(s); "
-            f"stopped after sending {sent} of {total}; first error: {failures[0]}",
-            failed=len(failures),
+            f"delivery to {kafka.bootstrap_servers} failed for {sink.failed} event(s); "
+            f"stopped after sending {sent} of {total} (each failure is logged)",
+            failed=sink.failed,
         )
     return ProduceReport(
         transactions=sent_tx, labels=total - sent_tx, seconds=time.monotonic() - started

@@ -33,7 +33,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.daemon.checkpoint import CheckpointInfo, CheckpointStore
 from fraudstream.daemon.state_io import read_state
-from fraudstream.models.online_trainer import MASK64, id_digest
+from fraudstream.models.online_training import MASK64, id_digest
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import merged_events
 

@@ -25,7 +25,7 @@ while 28-day terminal compromises accumulate).
 fixed delay that is transaction-time order, so the first label of a post-change transaction
 arrives ``label_delay`` after the change. The delay of a detection is the number of labelled
 rows of post-change transactions learned up to and including the row that triggered it
-(``ReplayResult.labelled_after``); a detection triggered by a pre-change row fired *before*
+(:func:`labelled_after`); a detection triggered by a pre-change row fired *before*
 the change.
 """
 
@@ -121,6 +121,12 @@ class Run:
         return [d for d in self.adwin if d["post_change_labelled_rows"] == 0]
 
 
+def labelled_after(result: ReplayResult, since: float, detection: dict[str, Any]) -> int:
+    """Labelled rows of transactions at or after ``since`` learned up to and including the
+    row that triggered ``detection`` (an ADWIN one, which counts labelled rows)."""
+    return int(np.count_nonzero(result.times[: detection["labelled_rows"]] >= since))
+
+
 def monitored_replay(prepared: Prepared, action: str, monitoring: dict[str, Any] | None = None,
                      settings_overrides: dict[str, Any] | None = None) -> Run:
     """Replay the stream from the warmed-up checkpoint with the daemon's monitor."""
@@ -134,7 +140,7 @@ def monitored_replay(prepared: Prepared, action: str, monitoring: dict[str, Any]
         pipeline=Engine.from_checkpoint(settings, prepared.checkpoint),
     )
     change = prepared.change_time
-    adwin = [dict(d, post_change_labelled_rows=result.labelled_after(change, d),
+    adwin = [dict(d, post_change_labelled_rows=labelled_after(result, change, d),
                   day=(d["event_time"] - prepared.start) / DAY)
              for d in result.detections if d["detector"] == "adwin"]
     day = np.floor((result.times - prepared.start) / DAY).astype(int)

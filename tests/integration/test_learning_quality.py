@@ -18,7 +18,7 @@ from fraudstream.config import load_settings
 from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.daemon.replay import run_replay
 from fraudstream.features import FeaturePipeline, read_events
-from fraudstream.models.baseline import river_prequential_scores
+from river_baseline import river_prequential_scores
 from fraudstream.models.evaluation import average_precision
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import write_transactions

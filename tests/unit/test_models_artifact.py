@@ -25,7 +25,7 @@ from fraudstream.models.artifact import (
 )
 from fraudstream.models.builder import build_model
 from fraudstream.models.exceptions import ArtifactExists, ArtifactInvalid
-from fraudstream.models.online import OnlineLearner
+from fraudstream.models.learner import OnlineLearner
 from fraudstream.models.scorer import Scorer
 
 PARAMS = ModelParams(n_layers=2, dropout=0.0, activation="prelu")
@@ -207,7 +207,7 @@ def test_state_that_needs_pickle_is_refused(tmp_path):
 
 
 def test_drift_reference_round_trip_and_must_name_the_model_features(tmp_path):
-    from fraudstream.monitoring.drift import reference_from
+    from fraudstream.features.reference import reference_from
 
     X = np.random.default_rng(6).normal(size=(400, 5))
     reference = reference_from(X, bins=5, names=NAMES)

@@ -11,7 +11,7 @@ import pytest
 
 from fraudstream.models import tuning
 from fraudstream.models.artifact import load_artifact
-from fraudstream.models.online import OnlineLearner
+from fraudstream.models.learner import OnlineLearner
 
 from tuning_support import SMALL_SPACE, count_fits, data, params, search  # noqa: F401 - fixtures
 

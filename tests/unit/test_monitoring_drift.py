@@ -10,8 +10,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from fraudstream.config.settings import MonitoringSettings
-from fraudstream.monitoring.drift import DriftMonitor, psi, reference_from
-from fraudstream.monitoring.exceptions import MonitoringStateInvalid, ReferenceInvalid
+from fraudstream.features.exceptions import ReferenceInvalid
+from fraudstream.features.reference import reference_from
+from fraudstream.monitoring.drift import DriftMonitor, psi
+from fraudstream.monitoring.exceptions import MonitoringStateInvalid
 from fraudstream.monitoring.loss import log_loss_each
 from fraudstream.monitoring.metrics import Metrics
 
@@ -266,23 +268,6 @@ def test_detectors_outside_the_action_list_report_without_action():
     assert report.detections and report.action == "none"
     assert DriftMonitor(MonitoringSettings(drift_action="none")).update_scored_many(
         scores, times).action == "none"
-
-
-def test_update_many_combines_both_paths_and_counts_once():
-    registry = CollectorRegistry()
-    monitor = DriftMonitor(metrics=Metrics(registry, process=False))
-    s_scores, s_times = score_stream(5_000, 3_000, seed=0)
-    l_scores, labels, l_times = loss_stream(5_000, 3_000, seed=0)
-    report = monitor.update_many(scores=s_scores, event_times=s_times,
-                                 labelled_scores=l_scores, labels=labels,
-                                 labelled_event_times=l_times)
-    detectors = {d.detector for d in report.detections}
-    assert detectors == {"adwin", "page_hinkley"}
-    total = sum(registry.get_sample_value("fraudstream_drift_detections_total",
-                                          {"detector": d, "signal": s}) or 0
-                for d, s in [("adwin", "log_loss"), ("page_hinkley", "score_mean")])
-    assert total == len(report.detections)
-    assert report.detections[0].to_dict()["detector"] in detectors
 
 
 # --- state -------------------------------------------------------------------------------------------

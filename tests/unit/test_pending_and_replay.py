@@ -5,7 +5,7 @@ import numpy as np
 from fraudstream.daemon.pending import PendingStore
 from fraudstream.daemon.state_io import read_state, write_state
 from fraudstream.features import Transaction
-from fraudstream.models.online_trainer import OnlineTrainer, ReplayReservoir, id_digest
+from fraudstream.models.online_training import OnlineTrainer, ReplayReservoir, id_digest
 
 
 def rows(n, d=3, start=0.0):

@@ -24,7 +24,7 @@ def test_warmed_windows_give_the_offline_features_of_the_next_day(tmp_path):
     write_transactions(sim, everything, inline_labels=True)
 
     frame = read_events(everything, settings.features.fields)
-    offline = FeaturePipeline.from_settings(settings).feature_table(frame)
+    offline = FeaturePipeline(settings.features).feature_table(frame)
     next_day = set(tx.loc[tx["day"] == 40, "transaction_id"])
     expected = offline[offline["transaction_id"].isin(next_day)]
     expected_X = expected[offline.columns[3:]].to_numpy()  # id, time, label, then the features

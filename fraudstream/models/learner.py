@@ -7,9 +7,6 @@ across calls and across restarts, and a numpy scorer kept in step with the weigh
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +18,6 @@ from fraudstream.models.exceptions import LearnerStateInvalid
 from fraudstream.models.scorer import Scorer
 
 STATE_SCHEMA_VERSION = 1
-STATE_FILE = "online_learner.npz"
 
 
 class OnlineLearner:
@@ -205,48 +201,3 @@ class OnlineLearner:
         for var, value in zip(variables, opt_values):
             var.assign(np.asarray(value, dtype=var.dtype))
         self.scorer.refresh()
-
-    def save(self, directory: Path | str) -> Path:
-        """Write the state as ``online_learner.npz`` (no pickle) into ``directory``, atomically.
-
-        The file is written under a temporary name, fsynced and renamed, so a crash leaves
-        either the old file or the new one.
-        """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = self.state_dict()
-        arrays = {f"w{i}": w for i, w in enumerate(state["weights"])}
-        arrays.update({f"o{i}": v for i, v in enumerate(state["optimizer_variables"])})
-        meta = {
-            "schema_version": state["schema_version"],
-            "optimizer": state["optimizer"],
-            "n_weights": len(state["weights"]),
-            "n_optimizer_variables": len(state["optimizer_variables"]),
-        }
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        target = directory / STATE_FILE
-        tmp = directory / f".{STATE_FILE}.tmp"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        return target
-
-    def load(self, directory: Path | str) -> None:
-        """Restore the state written by :meth:`save`."""
-        path = Path(directory) / STATE_FILE
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(bytes(data["meta"]).decode())
-                state = {
-                    "schema_version": meta["schema_version"],
-                    "optimizer": meta["optimizer"],
-                    "weights": [data[f"w{i}"] for i in range(meta["n_weights"])],
-                    "optimizer_variables": [
-                        data[f"o{i}"] for i in range(meta["n_optimizer_variables"])
-                    ],
-                }
-        except (OSError, KeyError, ValueError) as exc:
-            raise LearnerStateInvalid(f"cannot read {path}: {exc}") from exc
-        self.load_state_dict(state)

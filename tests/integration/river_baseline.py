@@ -2,7 +2,7 @@
 
 It sees the same feature rows as the daemon and learns each row when its label would
 arrive (transaction time + delay), scoring every transaction before any label of it is
-known: the prequential protocol the daemon follows. Benchmarks and quality tests compare
+known: the prequential protocol the daemon follows. The learning-quality test compares
 the daemon's average precision against it.
 """
 

@@ -34,7 +34,7 @@ def id_digest(ids: list[str]) -> int:
 
 
 class Learner(Protocol):
-    """What the trainer needs of a learner (``fraudstream.models.online.OnlineLearner``)."""
+    """What the trainer needs of a learner (``fraudstream.models.learner.OnlineLearner``)."""
 
     def learn_many(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
                    publish: bool = True) -> float: ...
