@@ -36,16 +36,9 @@ def id_digest(ids: list[str]) -> int:
 class Learner(Protocol):
     """What the trainer needs of a learner (``fraudstream.models.online.OnlineLearner``)."""
 
-    def learn_many(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-                   publish: bool = True) -> float: ...
-
-    def publish(self) -> None: ...
-
-    def snapshot(self) -> None: ...
-
-    def restore(self) -> None: ...
-
-    def weights_finite(self) -> bool: ...
+    def learn_many_guarded(self, X: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
+        """One step, kept only if its loss and weights are finite: ``(loss, accepted)``."""
+        ...
 
 
 class ReplayReservoir:
@@ -213,29 +206,24 @@ class OnlineTrainer:
         X_old, y_old = self.reservoir.sample(int(round(len(ids) * self.replay_ratio)))
         X = np.concatenate([X_new, X_old])
         y = np.concatenate([y_new, y_old])
-        self.learner.snapshot()  # weights and optimizer moments
-        # scoring (maybe on another thread) keeps the old weights until the guard passes
-        loss = float(self.learner.learn_many(X, y, publish=False))
-        if not np.isfinite(loss) or not self.learner.weights_finite():
-            self.learner.restore()
+        # a step whose loss or weights are not finite is rolled back before anything
+        # (maybe scoring on another thread) sees its weights
+        loss, accepted = self.learner.learn_many_guarded(X, y)
+        if not accepted:
             self.rejected_steps += 1
             self.rows_rejected += len(ids)
             log.warning("rejected a training step: loss=%s, weights restored", loss)
             return StepResult(loss, len(ids), accepted=False, replayed=len(y_old))
-        self.learner.publish()
         self.reservoir.add_many(X_new, y_new)
         for _ in range(self.replay_steps):  # extra passes over remembered rows only
             X_old, y_old = self.reservoir.sample(len(y))
             if not len(y_old):
                 break
-            self.learner.snapshot()
-            extra = float(self.learner.learn_many(X_old, y_old, publish=False))
-            if not np.isfinite(extra) or not self.learner.weights_finite():
-                self.learner.restore()
+            extra, extra_accepted = self.learner.learn_many_guarded(X_old, y_old)
+            if not extra_accepted:
                 self.rejected_steps += 1
                 log.warning("rejected a replay step: loss=%s, weights restored", extra)
                 break
-            self.learner.publish()
         self.steps += 1
         self.rows_learned += len(ids)
         self.digest = (self.digest + id_digest(ids)) & MASK64
