@@ -72,19 +72,41 @@ class ReplayReservoir:
         return self.filled[0] + self.filled[1]
 
     def add_many(self, X: np.ndarray, y: np.ndarray) -> None:
-        for row, label in zip(X, np.asarray(y).astype(int)):
+        """Algorithm R per class, row after row, in a few numpy calls: a row of a full
+        reservoir takes slot ``integers(seen)`` if that is inside it. The draws are made in
+        row order across both classes, in one call, which draws exactly what one call per
+        row would (same numbers, same generator state after)."""
+        labels = np.asarray(y).astype(int)
+        plans = []
+        for label in (0, 1):
             store = self.rows[label]
-            if len(store) == 0:
+            at = np.flatnonzero(labels == label)
+            if len(store) == 0 or len(at) == 0:
                 continue
-            self.seen[label] += 1
-            if self.filled[label] < len(store):
-                slot = self.filled[label]
-                self.filled[label] += 1
-            else:
-                slot = int(self.rng.integers(self.seen[label]))
-                if slot >= len(store):
-                    continue
-            store[slot] = row
+            seen = self.seen[label] + np.arange(1, len(at) + 1)
+            n_fill = min(len(at), len(store) - self.filled[label])
+            plans.append((label, at, seen, n_fill))
+            self.seen[label] += len(at)
+        drawn = np.concatenate([at[n_fill:] for _, at, _, n_fill in plans]) if plans else np.zeros(0, int)
+        if len(drawn) == 0:
+            slots_drawn = np.zeros(0, np.int64)
+        else:
+            highs = np.concatenate([seen[n_fill:] for _, _, seen, n_fill in plans])
+            order = np.argsort(drawn, kind="stable")  # the rows' own order
+            slots_drawn = np.empty(len(drawn), np.int64)
+            slots_drawn[order] = self.rng.integers(highs[order])
+        taken = 0
+        for label, at, _, n_fill in plans:
+            store = self.rows[label]
+            slots = np.concatenate([self.filled[label] + np.arange(n_fill),
+                                    slots_drawn[taken:taken + len(at) - n_fill]])
+            taken += len(at) - n_fill
+            self.filled[label] += n_fill
+            keep = slots < len(store)
+            slots, rows = slots[keep], at[keep]
+            # a slot written twice keeps the later row, as row after row would
+            last = len(slots) - 1 - np.unique(slots[::-1], return_index=True)[1]
+            store[slots[last]] = X[rows[last]]
 
     def forget(self, keep_share: float, labels: tuple[int, ...] = (0, 1)) -> int:
         """Keep a random ``keep_share`` of the remembered rows of ``labels`` and drop the rest;

@@ -1,6 +1,7 @@
 """Pending store (labels join scored rows) and replay reservoir."""
 
 import numpy as np
+import pytest
 
 from fraudstream.daemon.pending import PendingStore
 from fraudstream.daemon.state_io import read_state, write_state
@@ -119,3 +120,37 @@ def test_waiting_rows_are_not_walked_by_the_garbage_collector():
     gc.collect()
     assert not any(gc.is_tracked(c) for c in store.context if c is not None)
     assert store.context_of("t3") == contexts[3] and type(store.context_of("t3")) is Transaction
+
+
+def add_row_by_row(reservoir, X, y):
+    """Algorithm R one row at a time: what ``ReplayReservoir.add_many`` must equal."""
+    for row, label in zip(X, np.asarray(y).astype(int)):
+        store = reservoir.rows[label]
+        if len(store) == 0:
+            continue
+        reservoir.seen[label] += 1
+        if reservoir.filled[label] < len(store):
+            slot = reservoir.filled[label]
+            reservoir.filled[label] += 1
+        else:
+            slot = int(reservoir.rng.integers(reservoir.seen[label]))
+            if slot >= len(store):
+                continue
+        store[slot] = row
+
+
+@pytest.mark.parametrize("size,fraud_share", [(40, 0.5), (7, 0.2), (30, 0.0), (30, 1.0), (1, 0.5)])
+def test_reservoir_adds_a_batch_exactly_as_row_after_row(size, fraud_share):
+    rng = np.random.default_rng(size)
+    a = ReplayReservoir(size, n_features=3, fraud_share=fraud_share, seed=5)
+    b = ReplayReservoir(size, n_features=3, fraud_share=fraud_share, seed=5)
+    for n in rng.integers(0, 90, size=40):
+        X = rng.normal(size=(n, 3)).astype(np.float32)
+        y = (rng.random(n) < 0.3).astype(np.float32)
+        a.add_many(X, y)
+        add_row_by_row(b, X, y)
+        assert a.sample(5)[0].tobytes() == b.sample(5)[0].tobytes()  # draws in between, as a step makes
+    assert a.filled == b.filled and a.seen == b.seen
+    assert a.rng.bit_generator.state == b.rng.bit_generator.state
+    for label in (0, 1):
+        np.testing.assert_array_equal(a.rows[label], b.rows[label])
