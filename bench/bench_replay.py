@@ -13,7 +13,13 @@ system, which load from other processes on a shared machine changes far less tha
 time), events per CPU-second, and the process's peak RSS. Prints them and writes
 ``bench/results/replay.json``.
 
-    .venv/bin/python bench/bench_replay.py [--days 183] [--runs learning,frozen] [--chunk-rows 20000]
+``--stages`` adds one more learning replay, in this process, that splits its CPU time by
+thread: the main thread (reading, decoding, features, scoring, the pending store, the
+results), the learning thread (the trainer and its TensorFlow steps) and TensorFlow's own
+worker threads (the rest of the process's CPU time). The main thread and the learning
+thread share the GIL, so on two idle cores the wall time is at least the larger of the two.
+
+    .venv/bin/python bench/bench_replay.py [--days 183] [--runs learning,frozen] [--chunk-rows 20000] [--stages]
 """
 
 from __future__ import annotations
@@ -84,22 +90,65 @@ def measure(stream: Path, artifact: Path, learning: bool, chunk_rows: int, work:
     }
 
 
+def stages(stream: Path, artifact: Path, chunk_rows: int) -> dict:
+    """A learning replay in this process, its CPU time split by thread (see the docstring)."""
+    from fraudstream.config import Settings
+    from fraudstream.daemon.pipeline import Pipeline
+    from fraudstream.daemon.replay import run_replay
+
+    settings = Settings(replay={"chunk_rows": chunk_rows})
+    learning = {"cpu": 0.0, "jobs": 0}
+    learn = Pipeline._learn
+
+    def timed_learn(self, joined, now):  # runs on the learning thread: its own CPU clock
+        started = time.thread_time()
+        try:
+            return learn(self, joined, now)
+        finally:
+            learning["cpu"] += time.thread_time() - started
+            learning["jobs"] += 1
+
+    Pipeline._learn = timed_learn
+    try:
+        pipeline = Pipeline.create(settings, artifact)
+        process, main, wall = time.process_time(), time.thread_time(), time.monotonic()
+        result, _ = run_replay(settings, stream, label_delay="7d", pipeline=pipeline)
+        wall, main, process = time.monotonic() - wall, time.thread_time() - main, time.process_time() - process
+    finally:
+        Pipeline._learn = learn
+    events, steps = result.counters["events"], result.counters["train_steps"]
+    return {
+        "events": events, "train_steps": steps, "wall_seconds": round(wall, 1), "cpu_seconds": round(process, 1),
+        "main_thread_cpu_seconds": round(main, 1),
+        "main_thread_us_per_event": round(main / events * 1e6, 2),
+        "learning_thread_cpu_seconds": round(learning["cpu"], 1),
+        "learning_thread_ms_per_step": round(learning["cpu"] / max(steps, 1) * 1e3, 3),
+        "tensorflow_threads_cpu_seconds": round(process - main - learning["cpu"], 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=183)
-    parser.add_argument("--runs", default="learning,frozen", help="learning, frozen or both")
+    parser.add_argument("--runs", default="learning,frozen", help="learning, frozen, both, or none (\"\")")
     parser.add_argument("--chunk-rows", type=int, default=20_000, help="replay.chunk_rows")
+    parser.add_argument("--stages", action="store_true", help="also split a learning replay's CPU time by thread")
     parser.add_argument("--cache", type=Path, default=RESULTS / "replay", help="where the stream and artifact are kept")
     args = parser.parse_args()
     stream, artifact = build(args.cache, args.days)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.runs.split(","):
+        for name in filter(None, args.runs.split(",")):
             runs[name] = measure(stream, artifact, name == "learning", args.chunk_rows, Path(tmp))
             r = runs[name]
             print(f"{name:>8}: {r['events']:,} events ({r['transactions']:,} transactions, {r['train_steps']:,} steps) "
                   f"in {r['wall_seconds']} s wall = {r['events_per_second']:,}/s; {r['cpu_seconds']} s CPU = "
                   f"{r['events_per_cpu_second']:,}/CPU-s; peak RSS {r['peak_rss_mb']} MB", flush=True)
+    if args.stages:
+        runs["stages"] = r = stages(stream, artifact, args.chunk_rows)
+        print(f"  stages: main thread {r['main_thread_cpu_seconds']} s CPU ({r['main_thread_us_per_event']} us/event), "
+              f"learning thread {r['learning_thread_cpu_seconds']} s ({r['learning_thread_ms_per_step']} ms/step), "
+              f"TensorFlow threads {r['tensorflow_threads_cpu_seconds']} s; {r['wall_seconds']} s wall", flush=True)
     report = {
         "command": " ".join(["bench/bench_replay.py", *sys.argv[1:]]),
         "stream": str(stream), "days": args.days, "chunk_rows": args.chunk_rows,

@@ -1,7 +1,7 @@
 """Training steps on a worker thread, so scoring never waits for one.
 
-A mini-batch step costs ~10 ms (TensorFlow dispatch, the guard's snapshot, reading the new
-weights out), far more than scoring a whole poll (~50 µs in numpy). Done inline, every
+A mini-batch step costs about a millisecond (one compiled TensorFlow call, see
+:mod:`fraudstream.models.learner`), far more than scoring a whole poll (~50 µs in numpy). Done inline, every
 batch that completes a mini-batch holds its transactions' scores back by a step. The
 Kafka daemon therefore hands joined rows to :class:`BackgroundLearning`; TensorFlow
 releases the GIL while it computes, so the step runs beside the next polls.
@@ -19,7 +19,8 @@ What keeps this exact:
 - a failed job is re-raised in the loop by the next ``submit``/``drain``: the daemon stops
   and restarts from its last checkpoint instead of learning on from an unknown state.
 
-The file replay keeps learning inline: it is deterministic, and it has no latency to save.
+The file replay uses the thread too, in its exact mode (``Pipeline.learn_in_background``):
+a batch is scored only after the steps before it, so its scores are those of inline learning.
 """
 
 from __future__ import annotations

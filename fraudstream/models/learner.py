@@ -1,8 +1,14 @@
 """Keep training a scoring network on mini-batches of late-labelled rows.
 
-The daemon owns *when* to learn (mini-batch size, replay, the NaN guard's policy); this
-module owns *how*: one ``train_on_batch`` step per call, the optimiser's moments kept
-across calls and across restarts, and a numpy scorer kept in step with the weights.
+The daemon owns *when* to learn (mini-batch size, replay, what a rejected step means); this
+module owns *how*: one gradient step per call, the optimiser's moments kept across calls
+and across restarts, and a numpy scorer kept in step with the weights.
+
+A step is one call into one compiled TensorFlow graph: forward pass, loss, gradients, the
+optimiser's update, the finiteness check of the loss and the new weights, the rollback of a
+non-finite step, and the new weights read out for the scorer as one flat array. Done as
+separate calls (``train_on_batch``, a snapshot, a read per variable) the Python and
+dispatch around them cost three times the arithmetic of a 64-row mini-batch.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ class OnlineLearner:
     """Mini-batch learner around a compiled Keras model.
 
     If the model is not compiled (or was loaded without its optimiser), it is compiled with
-    the optimiser from ``params``. ``scorer`` always reflects the latest weights.
+    the optimiser from ``params``. ``scorer`` always reflects the latest accepted weights.
 
     >>> from fraudstream.models.builder import build_model
     >>> params = ModelParams(dropout=0.0)
@@ -40,12 +46,8 @@ class OnlineLearner:
         self.params = params
         if getattr(model, "optimizer", None) is None or not getattr(model, "compiled", False):
             compile_model(model, params)
-        # A fresh step function: one traced earlier by ``fit`` on other input shapes would
-        # be relaxed to unknown rank on our first call, which Keras's losses reject.
-        model.make_train_function(force=True)
         self.scorer = Scorer(model)
-        self._latest = None  # weights learned but not yet published to the scorer
-        self._shadow = None  # (save, restore) compiled lazily by snapshot()
+        self._step = None  # the compiled step, traced on first use (see _compile_step)
 
     # -- learning ------------------------------------------------------------------------
 
@@ -54,33 +56,62 @@ class OnlineLearner:
         """Optimiser steps taken so far (survives save/load)."""
         return int(self.model.optimizer.iterations.numpy())
 
-    def learn_many(
-        self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None, publish: bool = True
-    ) -> float:
-        """One gradient step on this mini-batch; returns its loss (may be NaN: the caller's
-        guard decides whether to roll back with :meth:`restore`).
+    def learn_many(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> float:
+        """One gradient step on this mini-batch, kept whatever it gives; returns its loss."""
+        return self._run_step(X, y, sample_weight, guard=False)[0]
 
-        With ``publish=False`` the scorer keeps the previous weights until :meth:`publish`, so
-        a guard can check the new ones (:meth:`weights_finite`) before anything scores with them.
+    def learn_many_guarded(self, X: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
+        """One gradient step, kept only if its loss and every new weight are finite: the NaN
+        guard. Returns ``(loss, accepted)``; a rejected step leaves the weights and the
+        optimiser state (moments, step count) exactly as they were, and the scorer never
+        sees its weights, so a scoring thread can never serve them.
         """
+        return self._run_step(X, y, None, guard=True)
+
+    def _run_step(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None,
+                  guard: bool) -> tuple[float, bool]:
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y, dtype=np.float32).reshape(-1)
         if X.shape[0] != y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows, y {y.shape[0]}")
         if X.shape[0] == 0:
             raise ValueError("learn_many needs at least one row")
-        sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
-        logs = self.model.train_on_batch(X, y, sample_weight=sw, return_dict=True)
-        self._latest = self.scorer.read()
-        if publish:
-            self.publish()
-        return float(logs["loss"])
+        if self._step is None:
+            self._step = self._compile_step()
+        args = (X, y) if sample_weight is None else (X, y, np.asarray(sample_weight, dtype=np.float32))
+        loss, finite, flat = self._step(guard, *args)
+        accepted = bool(finite) or not guard
+        if accepted:
+            self.scorer.publish(self.scorer.unflatten(flat.numpy()))
+        return float(loss), accepted
 
-    def publish(self) -> None:
-        """Score with the weights of the last :meth:`learn_many` from now on."""
-        if self._latest is not None:
-            self.scorer.publish(self._latest)
-            self._latest = None
+    def _compile_step(self):
+        """The step as one ``tf.function``; ``guard`` is a Python bool, so each value is
+        traced once (as are calls with and without sample weights)."""
+        import tensorflow as tf
+
+        model = self.model
+        trainable = list(model.trainable_variables)
+        # what a rejected step must leave untouched: weights and every optimiser variable
+        kept = [v.value for v in trainable] + [v.value for v in self._optimizer_variables()]
+        served = [v.value for v in self.scorer.variables()]
+
+        @tf.function(reduce_retracing=True)
+        def step(guard: bool, X, y, sample_weight=None):
+            # reads are snapshots: a later in-place update copies the buffer first
+            before = [v.read_value() for v in kept] if guard else []
+            with tf.GradientTape() as tape:
+                y_pred = model(X, training=True)
+                loss = model.compute_loss(x=X, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            model.optimizer.apply(tape.gradient(loss, trainable), trainable)
+            flat = tf.concat([tf.reshape(v.read_value(), [-1]) for v in served], axis=0)
+            finite = tf.math.is_finite(loss) & tf.reduce_all(tf.math.is_finite(flat))
+            if guard and not finite:  # autograph: the rollback runs inside the graph
+                for var, value in zip(kept, before):
+                    var.assign(value)
+            return loss, finite, flat
+
+        return step
 
     def score_many(self, X: np.ndarray) -> np.ndarray:
         """Fraud probabilities from the current weights (numpy path, see :class:`Scorer`)."""
@@ -96,45 +127,7 @@ class OnlineLearner:
             raise ValueError(f"learning rate must be > 0, got {value}")
         self.model.optimizer.learning_rate.assign(value)
 
-    # -- weights (for the NaN guard) -----------------------------------------------------
-
-    def snapshot(self) -> None:
-        """Copy weights and optimiser variables aside, inside TensorFlow, in one call.
-
-        Reading ~20 variables out to numpy costs milliseconds per training step; a compiled
-        assign into shadow variables costs tens of microseconds. :meth:`restore` undoes
-        everything since the last snapshot (the NaN guard's rollback).
-        """
-        if self._shadow is None:
-            import tensorflow as tf
-
-            live = [v.value for v in self.model.trainable_variables] + [
-                v.value for v in self._optimizer_variables()
-            ]
-            shadow = [tf.Variable(v, trainable=False) for v in live]
-
-            @tf.function
-            def save() -> None:
-                for copy, var in zip(shadow, live):
-                    copy.assign(var)
-
-            @tf.function
-            def restore() -> None:
-                for copy, var in zip(shadow, live):
-                    var.assign(copy)
-
-            self._shadow = (save, restore)
-        self._shadow[0]()
-
-    def restore(self) -> None:
-        """Return to the last :meth:`snapshot` (weights and optimiser state)."""
-        self._shadow[1]()
-        self._latest = None
-        self.scorer.refresh()
-
-    def weights_finite(self) -> bool:
-        """Whether the newest weights (learned, published or not) are all finite (on copies)."""
-        return self.scorer.finite(self._latest) if self._latest is not None else self.scorer.weights_finite()
+    # -- weights ---------------------------------------------------------------------------
 
     def get_weights(self) -> list[np.ndarray]:
         """Copies of the model's weights (not the optimiser's; see :meth:`state_dict`)."""
@@ -142,7 +135,6 @@ class OnlineLearner:
 
     def set_weights(self, weights: list[np.ndarray]) -> None:
         self.model.set_weights(weights)
-        self._latest = None
         self.scorer.refresh()
 
     def reset_optimizer(self) -> None:

@@ -36,16 +36,9 @@ def id_digest(ids: list[str]) -> int:
 class Learner(Protocol):
     """What the trainer needs of a learner (``fraudstream.models.learner.OnlineLearner``)."""
 
-    def learn_many(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None,
-                   publish: bool = True) -> float: ...
-
-    def publish(self) -> None: ...
-
-    def snapshot(self) -> None: ...
-
-    def restore(self) -> None: ...
-
-    def weights_finite(self) -> bool: ...
+    def learn_many_guarded(self, X: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
+        """One step, kept only if its loss and weights are finite: ``(loss, accepted)``."""
+        ...
 
 
 class ReplayReservoir:
@@ -79,19 +72,41 @@ class ReplayReservoir:
         return self.filled[0] + self.filled[1]
 
     def add_many(self, X: np.ndarray, y: np.ndarray) -> None:
-        for row, label in zip(X, np.asarray(y).astype(int)):
+        """Algorithm R per class, row after row, in a few numpy calls: a row of a full
+        reservoir takes slot ``integers(seen)`` if that is inside it. The draws are made in
+        row order across both classes, in one call, which draws exactly what one call per
+        row would (same numbers, same generator state after)."""
+        labels = np.asarray(y).astype(int)
+        plans = []
+        for label in (0, 1):
             store = self.rows[label]
-            if len(store) == 0:
+            at = np.flatnonzero(labels == label)
+            if len(store) == 0 or len(at) == 0:
                 continue
-            self.seen[label] += 1
-            if self.filled[label] < len(store):
-                slot = self.filled[label]
-                self.filled[label] += 1
-            else:
-                slot = int(self.rng.integers(self.seen[label]))
-                if slot >= len(store):
-                    continue
-            store[slot] = row
+            seen = self.seen[label] + np.arange(1, len(at) + 1)
+            n_fill = min(len(at), len(store) - self.filled[label])
+            plans.append((label, at, seen, n_fill))
+            self.seen[label] += len(at)
+        drawn = np.concatenate([at[n_fill:] for _, at, _, n_fill in plans]) if plans else np.zeros(0, int)
+        if len(drawn) == 0:
+            slots_drawn = np.zeros(0, np.int64)
+        else:
+            highs = np.concatenate([seen[n_fill:] for _, _, seen, n_fill in plans])
+            order = np.argsort(drawn, kind="stable")  # the rows' own order
+            slots_drawn = np.empty(len(drawn), np.int64)
+            slots_drawn[order] = self.rng.integers(highs[order])
+        taken = 0
+        for label, at, _, n_fill in plans:
+            store = self.rows[label]
+            slots = np.concatenate([self.filled[label] + np.arange(n_fill),
+                                    slots_drawn[taken:taken + len(at) - n_fill]])
+            taken += len(at) - n_fill
+            self.filled[label] += n_fill
+            keep = slots < len(store)
+            slots, rows = slots[keep], at[keep]
+            # a slot written twice keeps the later row, as row after row would
+            last = len(slots) - 1 - np.unique(slots[::-1], return_index=True)[1]
+            store[slots[last]] = X[rows[last]]
 
     def forget(self, keep_share: float, labels: tuple[int, ...] = (0, 1)) -> int:
         """Keep a random ``keep_share`` of the remembered rows of ``labels`` and drop the rest;
@@ -213,29 +228,24 @@ class OnlineTrainer:
         X_old, y_old = self.reservoir.sample(int(round(len(ids) * self.replay_ratio)))
         X = np.concatenate([X_new, X_old])
         y = np.concatenate([y_new, y_old])
-        self.learner.snapshot()  # weights and optimizer moments
-        # scoring (maybe on another thread) keeps the old weights until the guard passes
-        loss = float(self.learner.learn_many(X, y, publish=False))
-        if not np.isfinite(loss) or not self.learner.weights_finite():
-            self.learner.restore()
+        # a step whose loss or weights are not finite is rolled back before anything
+        # (maybe scoring on another thread) sees its weights
+        loss, accepted = self.learner.learn_many_guarded(X, y)
+        if not accepted:
             self.rejected_steps += 1
             self.rows_rejected += len(ids)
             log.warning("rejected a training step: loss=%s, weights restored", loss)
             return StepResult(loss, len(ids), accepted=False, replayed=len(y_old))
-        self.learner.publish()
         self.reservoir.add_many(X_new, y_new)
         for _ in range(self.replay_steps):  # extra passes over remembered rows only
             X_old, y_old = self.reservoir.sample(len(y))
             if not len(y_old):
                 break
-            self.learner.snapshot()
-            extra = float(self.learner.learn_many(X_old, y_old, publish=False))
-            if not np.isfinite(extra) or not self.learner.weights_finite():
-                self.learner.restore()
+            extra, extra_accepted = self.learner.learn_many_guarded(X_old, y_old)
+            if not extra_accepted:
                 self.rejected_steps += 1
                 log.warning("rejected a replay step: loss=%s, weights restored", extra)
                 break
-            self.learner.publish()
         self.steps += 1
         self.rows_learned += len(ids)
         self.digest = (self.digest + id_digest(ids)) & MASK64

@@ -28,17 +28,16 @@ class _Dense:
     layer: keras.layers.Dense
     activation: str
 
-    def read(self) -> tuple[np.ndarray, ...]:
-        return (np.array(self.layer.kernel.numpy(), dtype=np.float32),
-                np.array(self.layer.bias.numpy(), dtype=np.float32))
+    def variables(self) -> tuple[keras.Variable, ...]:
+        return (self.layer.kernel, self.layer.bias)
 
 
 @dataclass
 class _PReLU:
     layer: keras.layers.PReLU
 
-    def read(self) -> tuple[np.ndarray, ...]:
-        return (np.array(self.layer.alpha.numpy(), dtype=np.float32),)
+    def variables(self) -> tuple[keras.Variable, ...]:
+        return (self.layer.alpha,)
 
 
 Weights = tuple[tuple[np.ndarray, ...], ...]  # per scoring step: (kernel, bias) or (alpha,)
@@ -91,11 +90,31 @@ class Scorer:
         if not dense or dense[-1].activation != "sigmoid" or dense[-1].layer.units != 1:
             raise ModelUnsupported("the last dense layer must be one sigmoid unit")
         self.n_inputs = int(dense[0].layer.kernel.shape[0])
+        self._layout: list[list[tuple[int, int, tuple[int, ...]]]] = []  # per step: (start, end, shape)
+        at = 0
+        for step in self._steps:
+            self._layout.append([])
+            for v in step.variables():
+                shape = tuple(int(n) for n in v.shape)
+                self._layout[-1].append((at, at + int(np.prod(shape)), shape))
+                at += int(np.prod(shape))
+        self._flat_size = at
         self.refresh()
+
+    def variables(self) -> list[keras.Variable]:
+        """The model's variables that scoring reads, in the order of :meth:`unflatten`."""
+        return [v for step in self._steps for v in step.variables()]
 
     def read(self) -> Weights:
         """Copies of the Keras model's current weights, not yet used for scoring."""
-        return tuple(step.read() for step in self._steps)
+        return tuple(tuple(np.array(v.numpy(), dtype=np.float32) for v in step.variables()) for step in self._steps)
+
+    def unflatten(self, flat: np.ndarray) -> Weights:
+        """:meth:`variables`' values from one float32 array of them all, raveled and
+        concatenated in order (what a training step reads out in one piece): views, no copy."""
+        if flat.size != self._flat_size:
+            raise ValueError(f"expected {self._flat_size} values, got {flat.size}")
+        return tuple(tuple(flat[start:end].reshape(shape) for start, end, shape in step) for step in self._layout)
 
     def publish(self, weights: Weights) -> None:
         """Score with ``weights`` from now on (one reference swap: safe across threads)."""
@@ -104,14 +123,6 @@ class Scorer:
     def refresh(self) -> None:
         """Copy the current weights out of the Keras model and score with them."""
         self.publish(self.read())
-
-    @staticmethod
-    def finite(weights: Weights) -> bool:
-        return all(np.isfinite(a).all() for arrays in weights for a in arrays)
-
-    def weights_finite(self) -> bool:
-        """Whether every weight scored with is finite (cheap: no read from TensorFlow)."""
-        return self.finite(self._weights)
 
     def score_many(self, X: np.ndarray) -> np.ndarray:
         """Fraud probability of each row of ``X`` (``(n, d)`` float32) as a ``(n,)`` array."""

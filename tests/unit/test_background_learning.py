@@ -97,20 +97,3 @@ def test_scores_never_use_weights_the_guard_rejected():
     assert [s.accepted for s in steps] == [i % 2 == 0 for i in range(30)]
     assert len(scored) > 10 and all(np.isfinite(s).all() for s in scored)
     np.testing.assert_allclose(learner.score_many(X), np.asarray(learner.model(X)).ravel(), atol=1e-5)
-
-
-def test_unpublished_weights_are_checked_before_they_are_served():
-    from fraudstream.config.model import ModelParams
-    from fraudstream.models.builder import build_model
-    from fraudstream.models.learner import OnlineLearner
-
-    params = ModelParams(dropout=0.0)
-    learner = OnlineLearner(build_model(params, n_inputs=4, seed=0), params)
-    X = np.random.default_rng(1).normal(size=(8, 4)).astype(np.float32)
-    y = np.array([0, 1] * 4, np.float32)
-    before = learner.score_many(X)
-    learner.learn_many(X, y, publish=False)
-    np.testing.assert_array_equal(learner.score_many(X), before)  # not served yet
-    assert learner.weights_finite()
-    learner.publish()
-    assert not np.array_equal(learner.score_many(X), before)

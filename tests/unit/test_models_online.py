@@ -69,7 +69,24 @@ def test_state_dict_restores_optimizer_moments_exactly():
     assert any(not np.allclose(x, y) for x, y in zip(a.get_weights(), c.get_weights()))
 
 
-def test_bad_states_are_refused():
+def test_save_and_load_directory(tmp_path):
+    data = batches(8, seed=1)
+    a = new_learner()
+    for X, y in data[:4]:
+        a.learn_many(X, y)
+    path = a.save(tmp_path / "ckpt")
+    assert path.name == "online_learner.npz"
+    b = new_learner(seed=5)
+    b.load(tmp_path / "ckpt")
+    for X, y in data[4:]:
+        a.learn_many(X, y)
+        b.learn_many(X, y)
+    assert_same_weights(a.get_weights(), b.get_weights())
+    X, _ = data[0]
+    np.testing.assert_array_equal(a.score_many(X), b.score_many(X))
+
+
+def test_bad_states_are_refused(tmp_path):
     a = new_learner()
     a.learn_many(*batches(1)[0])
     state = a.state_dict()
@@ -81,6 +98,9 @@ def test_bad_states_are_refused():
     nadam = new_learner(params=ModelParams(dropout=0.0, optimizer="nadam"))
     with pytest.raises(LearnerStateInvalid):
         nadam.load_state_dict(state)
+    (tmp_path / "online_learner.npz").write_bytes(b"not a zip")
+    with pytest.raises(LearnerStateInvalid):
+        new_learner().load(tmp_path)
 
 
 def test_rollback_with_weights_and_learning_rate_setter():
@@ -125,28 +145,44 @@ def test_uncompiled_model_is_compiled_from_params():
     assert np.isfinite(learner.learn_many(*batches(1)[0]))
 
 
-def test_snapshot_restore_rolls_back_weights_and_optimizer_state():
-    """The NaN guard's rollback: a poisoned step leaves no trace after restore()."""
-    import numpy as np
-
-    from fraudstream.config.model import ModelParams
-    from fraudstream.models.builder import build_model
-    from fraudstream.models.learner import OnlineLearner
-
+def test_a_non_finite_step_is_rejected_and_leaves_no_trace():
+    """The NaN guard: a poisoned step changes neither the weights, nor the optimiser's
+    moments and step count, nor what the scorer serves; a good step after it is served."""
     params = ModelParams(dropout=0.0)
     learner = OnlineLearner(build_model(params, n_inputs=4, seed=0), params)
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(32, 4)).astype(np.float32), (rng.random(32) < 0.3).astype(np.float32)
-    learner.learn_many(X, y)
-    before = learner.state_dict()
-    learner.snapshot()
+    assert learner.learn_many_guarded(X, y)[1]
+    before, served = learner.state_dict(), learner.score_many(X)
     poisoned = y.copy()
     poisoned[0] = np.nan  # a NaN target makes the loss and every gradient NaN
-    loss = learner.learn_many(X, poisoned)
-    assert not np.isfinite(loss) and not learner.weights_finite()
-    learner.restore()
+    loss, accepted = learner.learn_many_guarded(X, poisoned)
+    assert not np.isfinite(loss) and not accepted
     after = learner.state_dict()
-    assert learner.weights_finite()
     for a, b in zip(before["weights"] + before["optimizer_variables"], after["weights"] + after["optimizer_variables"]):
         np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(learner.score_many(X), served)
+    loss, accepted = learner.learn_many_guarded(X, y)
+    assert np.isfinite(loss) and accepted and learner.steps == 2
+    assert not np.array_equal(learner.score_many(X), served)
     np.testing.assert_allclose(learner.score_many(X), np.asarray(learner.model(X)).ravel(), atol=1e-5)
+
+
+@pytest.mark.parametrize("params", [
+    ModelParams(dropout=0.2, l2=1e-4, n_layers=3),
+    ModelParams(activation="prelu", optimizer="nadam", l1=1e-5),
+])
+def test_a_step_is_keras_train_on_batch_bit_for_bit(params):
+    """The compiled step (forward, loss with regularisation, gradients, optimiser) learns
+    exactly what Keras's own ``train_on_batch`` learns, dropout masks included."""
+    keras_model = build_model(params, n_inputs=6, seed=4)
+    learner = OnlineLearner(build_model(params, n_inputs=6, seed=4), params)
+    for i, (X, y) in enumerate(batches(30, seed=3, size=96)):
+        expected = keras_model.train_on_batch(X, y, return_dict=True)["loss"]
+        loss, accepted = learner.learn_many_guarded(X, y) if i % 2 else (learner.learn_many(X, y), True)
+        assert accepted and loss == pytest.approx(expected, rel=1e-6)
+    assert_same_weights(keras_model.get_weights(), learner.model.get_weights())
+    assert_same_weights([np.asarray(v) for v in keras_model.optimizer.variables],
+                        [np.asarray(v) for v in learner.model.optimizer.variables])
+    X, _ = batches(1, seed=9)[0]
+    np.testing.assert_allclose(learner.score_many(X), np.asarray(keras_model(X)).ravel(), atol=1e-5)

@@ -1,6 +1,7 @@
 """Pending store (labels join scored rows) and replay reservoir."""
 
 import numpy as np
+import pytest
 
 from fraudstream.daemon.pending import PendingStore
 from fraudstream.daemon.state_io import read_state, write_state
@@ -76,25 +77,12 @@ class CountingLearner:
         self.seen = 0
         self.explode = False
 
-    def learn_many(self, X, y, sample_weight=None, publish=True):
+    def learn_many_guarded(self, X, y):
         self.seen += len(X)
         if self.explode:
-            self.w = [np.full(2, np.nan)]
-            return float("nan")
+            return float("nan"), False  # rolled back: the weights stay
         self.w = [self.w[0] + 1]
-        return 0.5
-
-    def publish(self):
-        pass
-
-    def snapshot(self):
-        self.saved = [w.copy() for w in self.w]
-
-    def restore(self):
-        self.w = [w.copy() for w in self.saved]
-
-    def weights_finite(self):
-        return all(np.isfinite(w).all() for w in self.w)
+        return 0.5, True
 
 
 def test_trainer_minibatches_digest_and_guard():
@@ -108,7 +96,7 @@ def test_trainer_minibatches_digest_and_guard():
     steps = trainer.add_many(rows(2), np.ones(2), ["t10", "t11"])
     assert [s.accepted for s in steps] == [False]
     assert trainer.rejected_steps == 1 and trainer.rows_learned == 8
-    np.testing.assert_array_equal(learner.w[0], np.full(2, 2.0))  # rolled back
+    np.testing.assert_array_equal(learner.w[0], np.full(2, 2.0))  # two steps kept
 
 
 def test_digest_is_order_independent():
@@ -132,3 +120,37 @@ def test_waiting_rows_are_not_walked_by_the_garbage_collector():
     gc.collect()
     assert not any(gc.is_tracked(c) for c in store.context if c is not None)
     assert store.context_of("t3") == contexts[3] and type(store.context_of("t3")) is Transaction
+
+
+def add_row_by_row(reservoir, X, y):
+    """Algorithm R one row at a time: what ``ReplayReservoir.add_many`` must equal."""
+    for row, label in zip(X, np.asarray(y).astype(int)):
+        store = reservoir.rows[label]
+        if len(store) == 0:
+            continue
+        reservoir.seen[label] += 1
+        if reservoir.filled[label] < len(store):
+            slot = reservoir.filled[label]
+            reservoir.filled[label] += 1
+        else:
+            slot = int(reservoir.rng.integers(reservoir.seen[label]))
+            if slot >= len(store):
+                continue
+        store[slot] = row
+
+
+@pytest.mark.parametrize("size,fraud_share", [(40, 0.5), (7, 0.2), (30, 0.0), (30, 1.0), (1, 0.5)])
+def test_reservoir_adds_a_batch_exactly_as_row_after_row(size, fraud_share):
+    rng = np.random.default_rng(size)
+    a = ReplayReservoir(size, n_features=3, fraud_share=fraud_share, seed=5)
+    b = ReplayReservoir(size, n_features=3, fraud_share=fraud_share, seed=5)
+    for n in rng.integers(0, 90, size=40):
+        X = rng.normal(size=(n, 3)).astype(np.float32)
+        y = (rng.random(n) < 0.3).astype(np.float32)
+        a.add_many(X, y)
+        add_row_by_row(b, X, y)
+        assert a.sample(5)[0].tobytes() == b.sample(5)[0].tobytes()  # draws in between, as a step makes
+    assert a.filled == b.filled and a.seen == b.seen
+    assert a.rng.bit_generator.state == b.rng.bit_generator.state
+    for label in (0, 1):
+        np.testing.assert_array_equal(a.rows[label], b.rows[label])
