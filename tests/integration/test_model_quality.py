@@ -13,7 +13,7 @@ Measured here (seed 3): AP 0.7677 -> 0.7846, AUC 0.8965 -> 0.8967. The issue's g
 tried (3 seeds, +0.012 to +0.017), with room for noise, and AUC must not fall. On this small
 population frauds are 4% of transactions (the simulator compromises a fixed number of
 terminals a day), more of them on terminals whose frauds are not known yet, so AUC sits below
-the 0.905 of the 2,000-customer bench stream for both models.
+the 0.898-0.907 of the 2,000-customer bench streams for both models.
 
 The full-size figures (2,000 customers, two seeds, 4-week means) are in
 ``bench/bench_quality.py`` and docs/features.md.
