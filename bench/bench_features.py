@@ -30,7 +30,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from fraudstream.config.features import FeatureSpec  # noqa: E402
+from fraudstream.config.features import PRESETS, FeatureSpec  # noqa: E402
 from fraudstream.config.simulate import SimulatorSettings  # noqa: E402
 from fraudstream.features import FeaturePipeline, Transaction, load_state, save_state  # noqa: E402
 from fraudstream.simulate import merged_events, simulate  # noqa: E402
@@ -205,7 +205,7 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--customers", type=int, default=5000)
     ap.add_argument("--terminals", type=int, default=10000)
-    ap.add_argument("--preset", default="handbook", choices=["handbook", "extended"])
+    ap.add_argument("--preset", default="handbook", choices=sorted(PRESETS))
     ap.add_argument("--batch", type=int, default=500, help="events per poll")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)

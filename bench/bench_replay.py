@@ -93,12 +93,12 @@ def measure(stream: Path, artifact: Path, learning: bool, chunk_rows: int, work:
 def stages(stream: Path, artifact: Path, chunk_rows: int) -> dict:
     """A learning replay in this process, its CPU time split by thread (see the docstring)."""
     from fraudstream.config import Settings
-    from fraudstream.daemon.pipeline import Pipeline
+    from fraudstream.daemon.engine import Engine
     from fraudstream.daemon.replay import run_replay
 
     settings = Settings(replay={"chunk_rows": chunk_rows})
     learning = {"cpu": 0.0, "jobs": 0}
-    learn = Pipeline._learn
+    learn = Engine._learn
 
     def timed_learn(self, joined, now):  # runs on the learning thread: its own CPU clock
         started = time.thread_time()
@@ -108,14 +108,14 @@ def stages(stream: Path, artifact: Path, chunk_rows: int) -> dict:
             learning["cpu"] += time.thread_time() - started
             learning["jobs"] += 1
 
-    Pipeline._learn = timed_learn
+    Engine._learn = timed_learn
     try:
-        pipeline = Pipeline.create(settings, artifact)
+        pipeline = Engine.create(settings, artifact)
         process, main, wall = time.process_time(), time.thread_time(), time.monotonic()
         result, _ = run_replay(settings, stream, label_delay="7d", pipeline=pipeline)
         wall, main, process = time.monotonic() - wall, time.thread_time() - main, time.process_time() - process
     finally:
-        Pipeline._learn = learn
+        Engine._learn = learn
     events, steps = result.counters["events"], result.counters["train_steps"]
     return {
         "events": events, "train_steps": steps, "wall_seconds": round(wall, 1), "cpu_seconds": round(process, 1),

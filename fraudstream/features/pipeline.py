@@ -48,7 +48,7 @@ _SWEEP_EVERY_US = US_PER_DAY
 class FeaturePipeline:
     """Declarative features over transactions, offline and streaming, with identical rows.
 
-    >>> p = FeaturePipeline()
+    >>> p = FeaturePipeline(FeatureSpec(preset="handbook"))
     >>> p.n_features, p.feature_names[:3]
     (15, ['amount', 'weekend', 'night'])
     >>> tx = p.parse({"transaction_id": "t1", "timestamp": "2026-04-04T03:00:00Z",

@@ -45,8 +45,9 @@ def test_read_events_keeps_ids_as_text(tmp_path, suffix):
     assert got["transaction_id"].tolist() == ["007", "008", "009"]
     assert got["customer_id"].tolist() == ["001", "001", "002"]
     assert got["terminal_id"].tolist() == ["9", "9", "9"]
-    X = FeaturePipeline().transform_many(got)
-    assert np.array_equal(X, FeaturePipeline().transform_many(df))
+    handbook = FeatureSpec(preset="handbook")
+    X = FeaturePipeline(handbook).transform_many(got)
+    assert np.array_equal(X, FeaturePipeline(handbook).transform_many(df))
     assert X[0, 4] == 30.0  # exactly one day later: the earlier event has left the 1-day window
     assert X[0, 6] == 20.0  # but not the 7-day one: (10 + 30) / 2
 

@@ -65,7 +65,7 @@ def test_running_mode_learns_from_streamed_rows_and_round_trips():
 def test_fitted_mode_does_not_move_while_streaming():
     pipe = FeaturePipeline()
     tx = Transaction("t", 1_775_001_600_000_000, "c", "m", 10.0)
-    pipe.fit_normalizer(np.ones((4, 15)) * np.arange(15))
+    pipe.fit_normalizer(np.ones((4, pipe.n_features)) * np.arange(pipe.n_features))
     before = pipe.normalizer.state_dict()
     pipe.update_many([tx])
     assert pipe.normalizer.state_dict() == before

@@ -58,13 +58,35 @@ def handbook_features(tx: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([base, cust.reset_index(drop=True), term.reset_index(drop=True)], axis=1)
 
 
-def test_default_features_reproduce_the_handbook(small_sim):
-    pipe = FeaturePipeline()
+def test_handbook_features_reproduce_the_handbook(small_sim):
+    pipe = FeaturePipeline(FeatureSpec(preset="handbook"))
     ours = pipe.transform_many(small_sim)
     theirs = handbook_features(small_sim)
     assert theirs.shape == ours.shape == (len(small_sim), 15)
     np.testing.assert_allclose(ours, theirs.to_numpy(dtype=float), rtol=0, atol=1e-9)
     assert ours[:, 12].max() > 0  # some terminal fraud rate is non-zero
+
+
+def test_default_features_add_to_the_handbook_and_the_customers_known_frauds(small_sim):
+    """The default preset: the handbook's columns unchanged, and the customer's frauds with
+    transaction time in (t - 14d, t - 7d], by the handbook's rolling-window method."""
+    pipe = FeaturePipeline()
+    ours = pd.DataFrame(pipe.transform_many(small_sim), columns=pipe.feature_names)
+    theirs = handbook_features(small_sim)
+    hb = FeaturePipeline(FeatureSpec(preset="handbook")).feature_names
+    np.testing.assert_allclose(ours[hb].to_numpy(), theirs.to_numpy(dtype=float), rtol=0, atol=1e-9)
+    tx = small_sim.assign(_row=np.arange(len(small_sim)), t=small_sim["timestamp"].dt.tz_localize(None))
+    known = []
+    for _, g in tx.groupby("customer_id"):
+        frauds = g.sort_values("t").set_index("t")["label"].astype(float)
+        known.append(pd.Series((frauds.rolling("14D").sum() - frauds.rolling("7D").sum()).to_numpy(),
+                               index=g.sort_values("t")["_row"].to_numpy()))
+    expected = pd.concat(known).sort_index().to_numpy()
+    np.testing.assert_array_equal(ours["customer_frauds_7d_delay7d"].to_numpy(), expected)
+    assert expected.max() >= 2  # compromised cards are in the sample
+    ratio = ours["amount_over_customer_mean_amount_30d"].to_numpy()
+    np.testing.assert_allclose(ratio, small_sim["amount"] / ours["customer_mean_amount_30d"], rtol=1e-12)
+    np.testing.assert_allclose(ours["log_amount"], np.log1p(small_sim["amount"]), rtol=1e-12)
 
 
 def test_rows_align_with_unsorted_input(small_sim):
@@ -84,7 +106,7 @@ def frame(rows: list[tuple], label: bool = True) -> pd.DataFrame:
 
 
 def test_event_window_is_half_open_and_includes_the_event():
-    spec = FeatureSpec(stateless=(), windows=(EventWindows(days=(1,), stats=("count", "sum", "mean")),))
+    spec = FeatureSpec(preset="handbook", stateless=(), windows=(EventWindows(days=(1,), stats=("count", "sum", "mean")),))
     X = FeaturePipeline(spec).transform_many(frame([
         ("2026-04-01T10:00:00Z", "c", "m", 10.0, 0),
         ("2026-04-02T10:00:00Z", "c", "m", 20.0, 0),  # exactly one day later: the first is out
@@ -95,13 +117,13 @@ def test_event_window_is_half_open_and_includes_the_event():
 
 
 def test_equal_times_keep_table_order():
-    spec = FeatureSpec(stateless=(), windows=(EventWindows(days=(1,), stats=("count",)),))
+    spec = FeatureSpec(preset="handbook", stateless=(), windows=(EventWindows(days=(1,), stats=("count",)),))
     X = FeaturePipeline(spec).transform_many(frame([("2026-04-01T10:00:00Z", "c", "m", 1.0, 0)] * 3))
     assert X[:, 0].tolist() == [1, 2, 3]
 
 
 def test_label_window_edges_and_unknown_labels():
-    spec = FeatureSpec(stateless=(), windows=(
+    spec = FeatureSpec(preset="handbook", stateless=(), windows=(
         LabelWindows(days=(1,), delay_days=7, stats=("count", "frauds", "fraud_rate")),))
     X = FeaturePipeline(spec).transform_many(frame([
         ("2026-04-01T00:00:00Z", "c", "m", 1.0, 1),
@@ -118,12 +140,13 @@ def test_label_window_edges_and_unknown_labels():
 
 
 def test_no_label_column_gives_empty_label_windows():
-    X = FeaturePipeline().transform_many(frame([("2026-04-01T00:00:00Z", "c", "m", 1.0, 1)] * 2, label=False))
+    X = FeaturePipeline(FeatureSpec(preset="handbook")).transform_many(
+        frame([("2026-04-01T00:00:00Z", "c", "m", 1.0, 1)] * 2, label=False))
     assert X[:, 9:].sum() == 0
 
 
 def test_stateless_features_and_time_zone():
-    spec = FeatureSpec(stateless=("amount", "log_amount", "weekend", "night", "hour_sin", "hour_cos"),
+    spec = FeatureSpec(preset="handbook", stateless=("amount", "log_amount", "weekend", "night", "hour_sin", "hour_cos"),
                        windows=(), ratios=())
     X = FeaturePipeline(spec).transform_many(frame([
         ("2026-04-04T06:59:59Z", "c", "m", 0.0, 0),   # Saturday, still night
@@ -135,7 +158,7 @@ def test_stateless_features_and_time_zone():
     assert X[1, 1] == pytest.approx(1.0)
     assert X[2, 4] == pytest.approx(1.0) and X[2, 5] == pytest.approx(0.0, abs=1e-12)
     # Paris switches to summer time on 2026-03-29 at 01:00 UTC
-    paris = FeatureSpec(stateless=("night",), windows=(), ratios=(), timezone="Europe/Paris")
+    paris = FeatureSpec(preset="handbook", stateless=("night",), windows=(), ratios=(), timezone="Europe/Paris")
     X = FeaturePipeline(paris).transform_many(frame([
         ("2026-03-28T05:30:00Z", "c", "m", 1.0, 0),  # 06:30 CET: night
         ("2026-03-29T05:30:00Z", "c", "m", 1.0, 0),  # 07:30 CEST: day
@@ -144,7 +167,7 @@ def test_stateless_features_and_time_zone():
 
 
 def test_ratio_feature_and_fill():
-    spec = FeatureSpec(stateless=(), windows=(), ratios=(
+    spec = FeatureSpec(preset="handbook", stateless=(), windows=(), ratios=(
         RatioFeature(days=1), RatioFeature(entity="terminal", days=1, stat="sum", fill=-1.0)))
     X = FeaturePipeline(spec).transform_many(frame([
         ("2026-04-01T00:00:00Z", "c", "m", 10.0, 0),
@@ -156,7 +179,7 @@ def test_ratio_feature_and_fill():
 
 def test_epoch_number_timestamps():
     rows = frame([(1_775_001_600, "c", "m", 1.0, 0), (1_775_001_600.5, "c", "m", 2.0, 0)])
-    spec = FeatureSpec(stateless=("hour_sin",), windows=(EventWindows(days=(1,), stats=("count",)),))
+    spec = FeatureSpec(preset="handbook", stateless=("hour_sin",), windows=(EventWindows(days=(1,), stats=("count",)),))
     assert FeaturePipeline(spec).transform_many(rows)[:, 1].tolist() == [1, 2]
     ms = rows.assign(timestamp=[1_775_001_600_000, 1_775_001_600_500])
     spec_ms = spec.model_copy(update={"epoch_unit": "ms"})
@@ -201,7 +224,7 @@ def test_offline_rows_match_the_event_parser_on_text_rows(small_sim):
 
 
 def test_label_window_upper_edge_is_exactly_t_minus_delay():
-    spec = FeatureSpec(stateless=(), windows=(LabelWindows(days=(1,), delay_days=7, stats=("count",)),))
+    spec = FeatureSpec(preset="handbook", stateless=(), windows=(LabelWindows(days=(1,), delay_days=7, stats=("count",)),))
     X = FeaturePipeline(spec).transform_many(frame([
         ("2026-04-01T00:00:00Z", "c", "m", 1.0, 1),
         ("2026-04-01T00:00:00.000001Z", "c", "m", 1.0, 1),  # one microsecond too young

@@ -96,6 +96,7 @@ def test_parse_many_splits_good_and_bad(pipe):
 
 def test_custom_field_names_and_extra_fields():
     spec = FeatureSpec.model_validate({
+        "preset": "handbook",
         "fields": {"transaction_id": "id", "timestamp": "when", "customer": "card",
                    "terminal": "shop", "amount": "value", "label": "is_fraud"},
         "stateless": ["amount", "field:risk"],
@@ -113,6 +114,6 @@ def test_custom_field_names_and_extra_fields():
 
 
 def test_unused_roles_are_not_required():
-    spec = FeatureSpec(stateless=("night",), windows=(EventWindows(entity="customer", stats=("count",)),))
+    spec = FeatureSpec(preset="handbook", stateless=("night",), windows=(EventWindows(entity="customer", stats=("count",)),))
     tx = FeaturePipeline(spec).parse({"transaction_id": "t", "timestamp": 0, "customer_id": "c"})
     assert (tx.terminal, tx.amount) == ("", 0.0)

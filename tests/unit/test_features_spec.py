@@ -20,10 +20,16 @@ HANDBOOK = [
 ]
 
 
-def test_default_is_the_handbook_15_in_order():
-    pipe = FeaturePipeline(Settings().features)
+def test_handbook_preset_is_the_handbook_15_in_order():
+    pipe = FeaturePipeline(FeatureSpec(preset="handbook"))
     assert pipe.feature_names == HANDBOOK
     assert pipe.n_features == 15
+
+
+def test_default_is_recommended_extended_plus_the_customers_known_frauds():
+    names = FeaturePipeline(Settings().features).feature_names
+    extended = feature_names(FeatureSpec(preset="extended"))
+    assert names == extended[:-1] + ["customer_frauds_7d_delay7d"] + extended[-1:]
 
 
 def test_extended_preset_adds_four():
@@ -43,6 +49,7 @@ def test_yaml_file_and_fractional_windows(tmp_path):
     path = tmp_path / "fs.yaml"
     path.write_text(
         "features:\n"
+        "  preset: handbook\n"
         "  fields: {customer: card_id}\n"
         "  windows:\n"
         "    - {kind: events, entity: customer, days: [0.25, 1.5], stats: [sum]}\n"

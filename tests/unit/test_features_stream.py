@@ -70,7 +70,7 @@ def uninterrupted(sim):
 
 def test_streaming_rows_equal_offline_rows(sim, offline, uninterrupted):
     pipe, online = uninterrupted
-    assert online.shape == offline.shape == (len(sim.transactions), 15)
+    assert online.shape == offline.shape == (len(sim.transactions), 20)  # the default preset
     diff = np.abs(online - offline)
     worst = np.unravel_index(diff.argmax(), diff.shape)
     assert diff.max() <= 1e-9, (diff.max(), pipe.feature_names[worst[1]], worst[0])
@@ -78,6 +78,7 @@ def test_streaming_rows_equal_offline_rows(sim, offline, uninterrupted):
     names = pipe.feature_names
     assert offline[:, names.index("customer_count_30d")].max() > 50
     assert offline[:, names.index("terminal_fraud_rate_7d_delay7d")].max() > 0.5
+    assert offline[:, names.index("customer_frauds_7d_delay7d")].max() >= 2
     assert pipe.late_events == 0
 
 
@@ -87,6 +88,10 @@ def test_windows_keep_only_entries_that_can_still_count(sim, uninterrupted):
     last_month = tx[tx["timestamp"] > tx["timestamp"].max() - pd.Timedelta(days=30)]
     per_customer = last_month.groupby("customer_id").size()
     (customers,) = pipe._event_states
+    assert [st.group.entity for st in pipe._label_states] == ["terminal_id", "customer_id"]
+    for labels in pipe._label_states:  # labels older than the longest window plus delay are cut
+        for st in labels.entities.values():
+            assert len(st.times) == 0 or st.times[-1] > pipe.watermark_us - 38 * DAY
     assert len(customers.entities) <= tx["customer_id"].nunique()
     for key, st in customers.entities.items():
         assert st.clock > pipe.watermark_us - 31 * DAY  # idle ones were dropped
@@ -123,6 +128,8 @@ def test_idle_entities_are_dropped_without_changing_rows():
     # customers last seen more than 30 days (terminals: 37 days) before the end are gone
     assert held["events:customer_id:amount"] <= 17
     assert held["labels:terminal_id:604800000000"] < 30
+    # customers' known frauds: a 7-day window 7 days late, so idle after 14 days
+    assert held["labels:customer_id:604800000000"] <= 9
     assert pipe.labels_expired == 0
 
 
@@ -211,7 +218,7 @@ def test_windows_are_warm_a_warm_up_after_the_first_event_they_took(tmp_path):
 
 
 def _label_spec() -> FeatureSpec:
-    return FeatureSpec(stateless=(), windows=(
+    return FeatureSpec(preset="handbook", stateless=(), windows=(
         LabelWindows(entity="terminal", days=(1, 3), delay_days=2, stats=("count", "frauds", "fraud_rate")),
     ))
 

@@ -103,5 +103,6 @@ def test_same_seed_same_weights_other_seed_other_weights():
 def test_fraud_weight_policies():
     y = np.array([0] * 99 + [1])
     assert fraud_weight(ModelParams(imbalance="none"), y) == 1.0
-    assert fraud_weight(ModelParams(imbalance="class_weight"), y) == 99.0
+    assert fraud_weight(ModelParams(imbalance="class_weight", fraud_weight=None), y) == 99.0
+    assert fraud_weight(ModelParams(imbalance="class_weight"), y) == 10.0  # the default
     assert fraud_weight(ModelParams(imbalance="oversample", fraud_weight=5.0), y) == 5.0

@@ -168,11 +168,13 @@ def test_prepare_dataset_with_the_real_feature_pipeline():
 def test_imbalance_policies():
     X = np.arange(20, dtype=np.float32).reshape(10, 2)
     y = np.array([0] * 8 + [1, 1], dtype=np.float32)
-    Xo, yo, cw = imbalance_fit_args(ModelParams(imbalance="oversample"), X, y, seed=0)
+    Xo, yo, cw = imbalance_fit_args(ModelParams(imbalance="oversample", fraud_weight=None), X, y, seed=0)
     assert cw is None and yo.size == 8 + 2 * 4 and yo.sum() == 8
     assert set(map(tuple, Xo[yo == 1])) == {tuple(X[8]), tuple(X[9])}
-    _, _, cw = imbalance_fit_args(ModelParams(imbalance="class_weight"), X, y, seed=0)
+    _, _, cw = imbalance_fit_args(ModelParams(imbalance="class_weight", fraud_weight=None), X, y, seed=0)
     assert cw == {0: 1.0, 1: 4.0}
+    _, _, cw = imbalance_fit_args(ModelParams(imbalance="class_weight"), X, y, seed=0)
+    assert cw == {0: 1.0, 1: 10.0}  # the default weight
     _, _, cw = imbalance_fit_args(ModelParams(imbalance="class_weight", fraud_weight=2.5), X, y, 0)
     assert cw == {0: 1.0, 1: 2.5}
     Xn, yn, cw = imbalance_fit_args(ModelParams(imbalance="none"), X, y, seed=0)
