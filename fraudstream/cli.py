@@ -234,8 +234,12 @@ def train(
     delay_days: Annotated[Optional[float], typer.Option(help="override model.split.delay_days")] = None,
     seed: Annotated[Optional[int], typer.Option(help="override model.seed")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing artifact")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(
+        "--init-from", help="continue this artifact's model (weights, optimizer state, feature spec) on --data")] = None,
+    restart: Annotated[bool, typer.Option(
+        "--restart", help="discard the state an interrupted run left in OUT.training instead of resuming")] = False,
 ) -> None:
-    """Train a model offline and save it as an artifact."""
+    """Train a model offline and save it as an artifact; rerun a killed run to resume it."""
     from fraudstream.models.commands import run_train, with_model_overrides
 
     settings = settings_from(config)
@@ -247,7 +251,7 @@ def train(
     except ValueError as exc:
         fail(f"invalid option: {exc}")
     try:
-        run_train(data, settings, out, force=force, console=err)
+        run_train(data, settings, out, force=force, console=err, init_from=init_from, restart=restart)
     except FraudstreamError as exc:
         fail(str(exc))
 

@@ -63,15 +63,24 @@ def _days(start: str, end: str) -> str:
     return f"{start[:10]} to {last.isoformat()[:10]}"
 
 
-def run_train(data: Path, settings: Any, out: Path, *, force: bool, console: Console) -> dict[str, Any]:
+def run_train(data: Path, settings: Any, out: Path, *, force: bool, console: Console,
+              init_from: Path | None = None, restart: bool = False) -> dict[str, Any]:
     """Train, save the artifact, print and save the validation metrics; returns a summary."""
+    from fraudstream.models.epochs import training_dir
     from fraudstream.models.progress import RichProgress
     from fraudstream.models.training import train_offline
 
     events = _read(data, settings, console)
+    if (training_dir(out) / "state.json").is_file() and not restart:
+        console.print(f"resuming the training state in {training_dir(out)}")
     report = train_offline(
-        events, settings, out, callbacks=[RichProgress(console)], overwrite=force
+        events, settings, out, callbacks=[RichProgress(console)], overwrite=force,
+        init_from=init_from, restart=restart,
     )
+    if report.resumed_after:
+        console.print(f"resumed after epoch {report.resumed_after} (its state was in {training_dir(out)})")
+    if report.initial_metrics is not None:
+        console.print(metrics_table(f"{init_from} before training, on this validation", report.initial_metrics))
     d = report.data
     split = d["split"]
     console.print(
