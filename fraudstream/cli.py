@@ -267,6 +267,10 @@ def tune(
     max_trials: Annotated[Optional[int], typer.Option(help="total trials, earlier runs included")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="override model.tuning.epochs (per trial)")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="discard a previous search in OUT")] = False,
+    objective: Annotated[Optional[str], typer.Option(
+        help="offline (validation AP) | prequential (replay through the online learner; default model.tuning.objective)")] = None,
+    prequential_days: Annotated[Optional[float], typer.Option(
+        help="override model.tuning.prequential_days: the prequential objective scores the last N days")] = None,
 ) -> None:
     """Tune hyperparameters (grid, random, Bayesian, Hyperband); rerun to resume."""
     from fraudstream.models.commands import run_tune, with_model_overrides
@@ -275,14 +279,24 @@ def tune(
         fail(f"--strategy must be grid, random, bayesian or hyperband, not {strategy!r}")
     if max_trials is not None and max_trials < 1:
         fail("--max-trials must be at least 1")
+    if objective is not None and objective not in ("offline", "prequential"):
+        fail(f"--objective must be offline or prequential, not {objective!r}")
     settings = settings_from(config)
     try:
-        settings = with_model_overrides(settings, **{"tuning.epochs": epochs})
+        settings = with_model_overrides(settings, **{"tuning.epochs": epochs, "tuning.objective": objective,
+                                                     "tuning.prequential_days": prequential_days})
     except ValueError as exc:
         fail(f"invalid option: {exc}")
+    replay = None
+    if settings.model.tuning.objective == "prequential":
+        from functools import partial
+
+        from fraudstream.daemon.replay_objective import ReplayObjective
+
+        replay = partial(ReplayObjective, settings, data)
     try:
         run_tune(data, settings, out, strategy=strategy, max_trials=max_trials, restart=restart,
-                 console=err)
+                 console=err, replay=replay)
     except FraudstreamError as exc:
         fail(str(exc))
 
