@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from fraudstream.models.artifact import load_artifact
 from fraudstream.models.epochs import training_dir
+from sigkill import kill_when
 
 EPOCHS = 5
 KILL_AFTER = 3
@@ -52,17 +51,7 @@ def test_a_killed_train_resumes_after_its_last_epoch(tmp_path, events):
     assert not training_dir(whole).exists(), "the per-epoch state is removed once the artifact is saved"
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(train_args(events, cut), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    try:
-        deadline = time.monotonic() + 600
-        while epochs_done(cut) < KILL_AFTER and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    kill_when(train_args(events, cut), lambda: epochs_done(cut) >= KILL_AFTER, ENV)
     resumed_at = epochs_done(cut)
     # the kill lands while epoch 4 trains; a stalled machine could let epoch 4 finish first
     assert KILL_AFTER <= resumed_at < EPOCHS
