@@ -17,6 +17,9 @@ Prints a table and writes ``bench/results/tune_objective.json`` and ``.md``. Eve
 runs as the commands a user types, each in its own process.
 
     .venv/bin/python bench/bench_tune_objective.py [--days 100] [--customers 1000] [--trials 10] [--epochs 5]
+        [--holdout 202,303] [--cross]
+
+A second run with the same arguments reuses the streams and the finished searches.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--tune-seed", type=int, default=101)
     parser.add_argument("--holdout", type=str, default="202,303", help="simulator seeds of the held-out streams")
+    parser.add_argument("--cross", action="store_true",
+                        help="also each pick's model with the other's online settings")
     parser.add_argument("--work", type=Path, default=RESULTS / "tune_objective")
     args = parser.parse_args()
     work = args.work
@@ -102,11 +107,14 @@ def main() -> None:
         picks[objective] = tune(tuning_stream, work / f"search-{objective}", objective, args.trials, args.epochs, work)
         print(f"{objective} pick (trial {picks[objective]['trial']}, {picks[objective]['seconds']} s): "
               f"{picks[objective]['model']} online {picks[objective]['training'] or 'defaults'}", flush=True)
+    if args.cross:  # which half of the prequential pick carries its difference
+        picks["offline model, prequential online"] = {**picks["offline"], "training": picks["prequential"]["training"]}
+        picks["prequential model, default online"] = {**picks["prequential"], "training": {}}
     rows = []
     for seed in [int(s) for s in args.holdout.split(",")]:
         stream = simulate(work / f"holdout-{seed}.csv", args.days, args.customers, seed)
         for objective, pick in picks.items():
-            run = work / f"eval-{seed}-{objective}"
+            run = work / f"eval-{seed}-{objective.replace(' ', '_').replace(',', '')}"
             run.mkdir(exist_ok=True)
             m = evaluate(pick, stream, args.days, args.epochs, run)
             rows.append({"stream_seed": seed, "objective": objective, **m})
@@ -121,8 +129,8 @@ def main() -> None:
              "| held-out seed | pick | AP | ROC AUC | card precision@100 |", "|---|---|---|---|---|"]
     lines += [f"| {r['stream_seed']} | {r['objective']} | {r['average_precision']:.4f} | {r['roc_auc']:.4f} | "
               f"{r['card_precision_at_100']:.4f} |" for r in rows]
-    lines += ["", f"Mean AP: offline pick {mean['offline']:.4f}, prequential pick {mean['prequential']:.4f} "
-                  f"({result['prequential_minus_offline']:+.4f})."]
+    lines += ["", "Mean AP: " + ", ".join(f"{o} {m:.4f}" for o, m in mean.items())
+              + f"; prequential minus offline pick {result['prequential_minus_offline']:+.4f}."]
     (RESULTS / "tune_objective.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
