@@ -16,6 +16,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import pandas as pd
 
 from fraudstream.models.backend import keras  # before keras_tuner, which imports TensorFlow
 import keras_tuner
+from keras_tuner.src import utils as keras_tuner_utils
 
 from fraudstream.config.model import ModelParams, OnlineSearchSpace, SearchSpace, SplitParams, Strategy
 from fraudstream.models.builder import build_model
@@ -43,6 +45,22 @@ from fraudstream.models.training import (
     prepare_dataset,
     time_split,
 )
+
+def _save_json_atomically(path: str, obj: Any) -> str:
+    """KerasTuner's ``save_json`` writes its files (``oracle.json``, each ``trial.json``) in
+    place, so a search killed mid-write leaves a truncated file that stops the resumed search
+    with a JSON error. Written to a temporary name, fsynced and renamed, a file is whole or old."""
+    text = json.dumps(obj)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return text
+
+
+keras_tuner_utils.save_json = _save_json_atomically  # every KerasTuner file write goes through it
 
 OBJECTIVE = keras_tuner.Objective("val_ap", "max")
 PREQUENTIAL_OBJECTIVE = keras_tuner.Objective("prequential_ap", "max")
@@ -410,7 +428,15 @@ def run_search(
     project.mkdir(parents=True, exist_ok=True)
 
     hypermodel = FraudHyperModel(params, data.X_train.shape[1], data.valid, progress, online=prequential)
-    tuner = make_tuner(strategy, hypermodel, params, max_trials, search_dir, overwrite=False, data=data, evaluate=evaluate)
+    try:
+        tuner = make_tuner(strategy, hypermodel, params, max_trials, search_dir, overwrite=False, data=data,
+                           evaluate=evaluate)
+    except ValueError as exc:  # a JSON file cut short by a kill before its writes were atomic
+        raise TuningFailed(f"{project} holds an unreadable file ({exc}); rerun with --restart to discard it") from exc
+    # KerasTuner saves oracle.json before it takes a finished trial off its ongoing list, so
+    # after a kill between the two the reload queues that finished trial to be run again.
+    oracle = tuner.oracle
+    oracle._retry_queue = [t for t in oracle._retry_queue if str(oracle.trials[t].status) != "COMPLETED"]
     stamp.write_text(json.dumps({"fingerprint": fingerprint, "strategy": strategy}) + "\n")
     done_before = {
         t.trial_id for t in tuner.oracle.trials.values() if str(t.status) == "COMPLETED"

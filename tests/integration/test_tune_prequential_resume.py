@@ -52,7 +52,7 @@ def test_a_killed_prequential_search_resumes_without_rerunning_finished_trials(t
 
     rerun = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"resumed: {len(before)} trials were already complete, {TRIALS - len(before)} ran now" in rerun.stderr
+    assert f"resumed: {len(before)} trials were already complete, {TRIALS - len(before)} ran now" in rerun.stderr, [line for line in rerun.stderr.splitlines() if "resumed" in line or "Trial" in line]
     after = completed(project)
     assert len(after) == TRIALS
     for path, content in before.items():

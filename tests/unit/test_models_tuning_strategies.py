@@ -83,3 +83,12 @@ def test_every_strategy_takes_the_prequential_objective(tmp_path, data, strategy
     if strategy == "hyperband":
         assert {e for e, _ in seen} == {1}  # its first bracket: one-epoch trials
     assert (tmp_path / "search" / f"{strategy}-prequential" / "fraudstream_search.json").exists()
+
+
+def test_a_damaged_search_file_is_named_not_a_traceback(tmp_path, data):
+    search(data, tmp_path, strategy="random", max_trials=1, p=params(epochs=1))
+    trial = next((tmp_path / "search" / "random").glob("trial_*/trial.json"))
+    assert not list(trial.parent.glob("*.tmp"))  # written under a temporary name, renamed
+    trial.write_text(trial.read_text()[:50])  # what a kill in the middle of an in-place write leaves
+    with pytest.raises(TuningFailed, match="unreadable file .*--restart"):
+        search(data, tmp_path, strategy="random", max_trials=2, p=params(epochs=1))
