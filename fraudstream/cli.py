@@ -251,16 +251,17 @@ def train(
     delay_days: Annotated[Optional[float], typer.Option(help="override model.split.delay_days")] = None,
     seed: Annotated[Optional[int], typer.Option(help="override model.seed")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing artifact")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(
+        "--init-from", help="continue this artifact's model (weights, optimizer state, feature spec) on --data")] = None,
+    restart: Annotated[bool, typer.Option(
+        "--restart", help="discard the state an interrupted run left in OUT.training instead of resuming")] = False,
 ) -> None:
-    """Train a model offline and save it as an artifact."""
+    """Train a model offline and save it as an artifact; rerun a killed run to resume it."""
     from fraudstream.models.commands import run_train
 
     settings = model_settings_from(config, epochs=epochs, seed=seed,
                                    **{"split.train_days": train_days, "split.delay_days": delay_days})
-    try:
-        run_train(data, settings, out, force=force, console=err)
-    except FraudstreamError as exc:
-        fail(str(exc))
+    run_train(data, settings, out, force=force, console=err, init_from=init_from, restart=restart)
 
 
 @app.command()
@@ -274,6 +275,10 @@ def tune(
     max_trials: Annotated[Optional[int], typer.Option(help="total trials, earlier runs included")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="override model.tuning.epochs (per trial)")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="discard a previous search in OUT")] = False,
+    objective: Annotated[Optional[str], typer.Option(
+        help="offline (validation AP) | prequential (replay through the online learner; default model.tuning.objective)")] = None,
+    prequential_days: Annotated[Optional[float], typer.Option(
+        help="override model.tuning.prequential_days: the prequential objective scores the last N days")] = None,
 ) -> None:
     """Tune hyperparameters (grid, random, Bayesian, Hyperband); rerun to resume."""
     from fraudstream.models.commands import run_tune
@@ -282,12 +287,19 @@ def tune(
         fail(f"--strategy must be grid, random, bayesian or hyperband, not {strategy!r}")
     if max_trials is not None and max_trials < 1:
         fail("--max-trials must be at least 1")
-    settings = model_settings_from(config, **{"tuning.epochs": epochs})
-    try:
-        run_tune(data, settings, out, strategy=strategy, max_trials=max_trials, restart=restart,
-                 console=err)
-    except FraudstreamError as exc:
-        fail(str(exc))
+    if objective is not None and objective not in ("offline", "prequential"):
+        fail(f"--objective must be offline or prequential, not {objective!r}")
+    settings = model_settings_from(config, **{"tuning.epochs": epochs, "tuning.objective": objective,
+                                              "tuning.prequential_days": prequential_days})
+    replay = None
+    if settings.model.tuning.objective == "prequential":
+        from functools import partial
+
+        from fraudstream.daemon.replay_objective import ReplayObjective
+
+        replay = partial(ReplayObjective, settings, data)
+    run_tune(data, settings, out, strategy=strategy, max_trials=max_trials, restart=restart,
+             console=err, replay=replay)
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -40,7 +40,18 @@ class SplitParams(Section):
     )
 
 
-class SearchSpace(Section):
+class _Choices(Section):
+    """A section whose every field is a list of values to choose from."""
+
+    def grid_size(self) -> int:
+        """Number of distinct combinations, i.e. the trials a full grid search runs."""
+        size = 1
+        for name in type(self).model_fields:
+            size *= len(set(map(repr, getattr(self, name))))
+        return size
+
+
+class SearchSpace(_Choices):
     """Values tuning may pick for each hyperparameter; every dimension is a list of choices.
 
     Lists (not ranges) keep one meaning for every strategy: grid search enumerates the
@@ -78,17 +89,50 @@ class SearchSpace(Section):
             raise ValueError(f"search space values out of range in: {', '.join(bad)}")
         return self
 
-    def grid_size(self) -> int:
-        """Number of distinct combinations, i.e. the trials a full grid search runs."""
-        size = 1
-        for name in type(self).model_fields:
-            size *= len(set(map(repr, getattr(self, name))))
-        return size
+
+class OnlineSearchSpace(_Choices):
+    """What the prequential objective searches besides the network: the online learner's
+    settings (the ``training:`` section's names) and the class weighting of the offline
+    training it starts from (``model.imbalance``, ``model.fraud_weight``; null = balanced).
+
+    The learning rate is the network's: the online learner continues with the offline
+    optimiser, so ``search_space.learning_rate`` is the online step size too.
+    """
+
+    minibatch_size: list[int] = Field(default_factory=lambda: [32, 64, 128], min_length=1)
+    replay_ratio: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0], min_length=1)
+    replay_fraud_share: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7], min_length=1)
+    replay_steps: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    imbalance: list[Imbalance] = Field(default_factory=lambda: ["class_weight", "none"], min_length=1)
+    fraud_weight: list[float | None] = Field(default_factory=lambda: [None], min_length=1)
+
+    @model_validator(mode="after")
+    def _values_in_range(self) -> OnlineSearchSpace:
+        checks = {
+            "minibatch_size": all(v >= 1 for v in self.minibatch_size),
+            "replay_ratio": all(v >= 0 for v in self.replay_ratio),
+            "replay_fraud_share": all(0.0 <= v <= 1.0 for v in self.replay_fraud_share),
+            "replay_steps": all(0 <= v <= 16 for v in self.replay_steps),
+            "fraud_weight": all(v is None or v > 0 for v in self.fraud_weight),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"online search space values out of range in: {', '.join(bad)}")
+        return self
 
 
 class TuningParams(Section):
-    """How ``fraudstream tune`` searches; the CLI can override strategy and trial count."""
+    """How ``fraudstream tune`` searches; the CLI can override strategy and trial count.
 
+    ``objective``: ``offline`` ranks trials by validation AP after offline training;
+    ``prequential`` trains each trial offline on the training period, then replays the rest
+    of the stream through the online learner (labels ``split.delay_days`` late) and ranks
+    by the prequential AP of its last ``prequential_days`` days.
+    """
+
+    objective: Literal["offline", "prequential"] = "offline"
+    prequential_days: float = Field(28.0, gt=0, description="the prequential objective's window: the last N days")
+    online_space: OnlineSearchSpace = OnlineSearchSpace()
     strategy: Strategy = "random"
     max_trials: int = Field(20, ge=1)
     epochs: int = Field(10, ge=1, description="epochs per trial (Hyperband: its max_epochs)")

@@ -63,15 +63,24 @@ def _days(start: str, end: str) -> str:
     return f"{start[:10]} to {last.isoformat()[:10]}"
 
 
-def run_train(data: Path, settings: Any, out: Path, *, force: bool, console: Console) -> dict[str, Any]:
+def run_train(data: Path, settings: Any, out: Path, *, force: bool, console: Console,
+              init_from: Path | None = None, restart: bool = False) -> dict[str, Any]:
     """Train, save the artifact, print and save the validation metrics; returns a summary."""
+    from fraudstream.models.epochs import training_dir
     from fraudstream.models.progress import RichProgress
     from fraudstream.models.training import train_offline
 
     events = _read(data, settings, console)
+    if (training_dir(out) / "state.json").is_file() and not restart:
+        console.print(f"resuming the training state in {training_dir(out)}")
     report = train_offline(
-        events, settings, out, callbacks=[RichProgress(console)], overwrite=force
+        events, settings, out, callbacks=[RichProgress(console)], overwrite=force,
+        init_from=init_from, restart=restart,
     )
+    if report.resumed_after:
+        console.print(f"resumed after epoch {report.resumed_after} (its state was in {training_dir(out)})")
+    if report.initial_metrics is not None:
+        console.print(metrics_table(f"{init_from} before training, on this validation", report.initial_metrics))
     d = report.data
     split = d["split"]
     console.print(
@@ -94,8 +103,11 @@ def run_tune(
     max_trials: int | None,
     restart: bool,
     console: Console,
+    replay: Any = None,
 ) -> dict[str, Any]:
-    """Run or resume the search; print the leaderboard's head and the best trial."""
+    """Run or resume the search; print the leaderboard's head and the best trial.
+
+    ``replay``: the prequential objective's factory (see :func:`tune_offline`)."""
     from fraudstream.models.progress import RichProgress
     from fraudstream.models.tuning import tune_offline
 
@@ -108,6 +120,7 @@ def run_tune(
         max_trials=max_trials,
         restart=restart,
         progress=lambda prefix: RichProgress(console, prefix=prefix),
+        replay=replay,
     )
     if report.trials_before:
         console.print(
@@ -115,20 +128,24 @@ def run_tune(
             f"{report.trials_run_now} ran now"
         )
     table = Table(title=f"leaderboard ({report.strategy}), top 10")
-    for col in ("rank", "trial", "val AP", "val ROC AUC", "val card P@k", "epoch"):
+    shown = list(report.leaderboard[0].metrics)[:3] if report.leaderboard else []
+    for col in ("rank", "trial", *(name.replace("_", " ") for name in shown), "epoch"):
         table.add_column(col, justify="right")
     for row in report.leaderboard[:10]:
         m = row.metrics
         table.add_row(
             str(row.rank),
             row.trial_id,
-            *("" if m[k] is None else f"{m[k]:.4f}" for k in ("val_ap", "val_roc_auc", "val_card_precision")),
+            *("" if m[k] is None else f"{m[k]:.4f}" for k in shown),
             "" if row.best_epoch is None else str(row.best_epoch),
         )
     console.print(table)
     best = report.leaderboard[0]
     console.print(f"best trial {report.best_trial}: {best.hyperparameters}")
     console.print(metrics_table("best trial, validation", report.best_metrics))
+    if report.training is not None:
+        console.print("run the best artifact with these online settings (config section training:): "
+                      + ", ".join(f"{k}: {v}" for k, v in report.training.items()))
     console.print(
         f"leaderboard: {out / 'leaderboard.csv'}, {out / 'leaderboard.md'}; "
         f"best artifact: {report.artifact}"
@@ -138,4 +155,5 @@ def run_tune(
         "metrics": report.best_metrics,
         "trials_run_now": report.trials_run_now,
         "trials_before": report.trials_before,
+        "training": report.training,
     }

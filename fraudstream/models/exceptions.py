@@ -41,6 +41,10 @@ class TrainingDataInvalid(ModelError):
     """The events cannot be split or trained on: too short a span, no frauds, no labels."""
 
 
+class TrainingResumeInvalid(ModelError):
+    """A training run's per-epoch state cannot be resumed (another run's, or unreadable)."""
+
+
 class LearnerStateInvalid(ModelError):
     """A saved learner state does not fit this model (schema, shapes or optimiser)."""
 

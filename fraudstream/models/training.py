@@ -11,9 +11,12 @@ the handbook's card precision@k); the weights of the epoch with the best AP are 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,7 +30,8 @@ from fraudstream.features.reference import reference_from
 from fraudstream.models import evaluation
 from fraudstream.models.backend import keras
 from fraudstream.models.builder import build_model, fraud_weight
-from fraudstream.models.exceptions import TrainingDataInvalid
+from fraudstream.models.epochs import EpochState, TrainingCheckpoint, epoch_order, training_dir
+from fraudstream.models.exceptions import ArtifactExists, ArtifactInvalid, TrainingDataInvalid
 from fraudstream.models.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -154,12 +158,14 @@ def prepare_dataset(
     spec: Any,
     split: SplitParams,
     pipeline_factory: Callable[[Any], Any] | None = None,
+    fit_normalizer: bool = True,
 ) -> Dataset:
     """Features for every event (in time order, so windows see the full history), then the
     time split, the normaliser fitted on training rows, and the labelled rows of each side.
 
     ``pipeline_factory`` builds the feature pipeline from ``spec`` (default: the shared
-    :class:`fraudstream.features.FeaturePipeline`).
+    :class:`fraudstream.features.FeaturePipeline`). ``fit_normalizer=False`` keeps the
+    normaliser the factory's pipeline already holds (training continued from an artifact).
     """
     if pipeline_factory is None:
         from fraudstream.features import FeaturePipeline
@@ -191,7 +197,8 @@ def prepare_dataset(
     train_mask, valid_mask = cut.masks(ts)
     train_mask &= labelled
     valid_mask &= labelled
-    pipe.fit_normalizer(X_raw[train_mask])
+    if fit_normalizer:
+        pipe.fit_normalizer(X_raw[train_mask])
     X_train = np.asarray(pipe.normalize(X_raw[train_mask]), dtype=np.float32)
     X_valid = np.asarray(pipe.normalize(X_raw[valid_mask]), dtype=np.float32)
     y_train = labels[train_mask].astype(np.float32)
@@ -284,31 +291,6 @@ class ValidationMetrics(keras.callbacks.Callback):
             logs["val_card_precision"] = m[f"card_precision_at_{self.k}"]
 
 
-class BestEpoch(keras.callbacks.Callback):
-    """Keeps the weights of the epoch with the best ``monitor`` value and restores them when
-    training ends (the in-memory equivalent of ``ModelCheckpoint(save_best_only=True)``)."""
-
-    def __init__(self, monitor: str = "val_ap"):
-        super().__init__()
-        self.monitor = monitor
-        self.best_value = -math.inf
-        self.best_epoch: int | None = None
-        self.best_logs: dict[str, float] = {}
-        self._weights: list[np.ndarray] | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is not None and np.isfinite(value) and value > self.best_value:
-            self.best_value = float(value)
-            self.best_epoch = epoch
-            self.best_logs = {k: float(v) for k, v in (logs or {}).items()}
-            self._weights = [np.array(w, copy=True) for w in self.model.get_weights()]
-
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self._weights is not None:
-            self.model.set_weights(self._weights)
-
-
 # -- fitting -------------------------------------------------------------------------------
 
 
@@ -319,6 +301,7 @@ class FitResult:
     epochs_run: int
     metrics: dict[str, float]
     history: dict[str, list[float]]
+    resumed_after: int = 0  # epochs restored from a checkpoint instead of trained by this call
 
 
 def imbalance_fit_args(
@@ -347,47 +330,69 @@ def fit_model(
     seed: int | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     model: keras.Model | None = None,
+    checkpoint: TrainingCheckpoint | None = None,
 ) -> FitResult:
     """Train from scratch (or continue ``model``) and return the best epoch's model.
 
-    Determinism: ``keras.utils.set_random_seed(seed)`` seeds Python, numpy and TensorFlow
-    (batch shuffling) before the model is built.
+    One ``fit`` call per epoch, on the rows in :func:`epoch_order` (a function of the seed
+    and the epoch), so that the state after any epoch determines the rest of the run: with
+    ``checkpoint``, each epoch's state is written down and a run started again resumes after
+    the last finished epoch, on the same batches. The best epoch by validation AP is kept
+    and its weights restored at the end; early stopping watches the same value.
+
+    Determinism: ``keras.utils.set_random_seed(seed)`` seeds the initialisers and dropout
+    before the model is built.
     """
     seed = params.seed if seed is None else seed
     keras.utils.set_random_seed(seed)
     if model is None:
         model = build_model(params, X_train.shape[1], seed)
     X, y, class_weight = imbalance_fit_args(params, X_train, y_train, seed)
-    best = BestEpoch("val_ap")
-    cbs: list[keras.callbacks.Callback] = [ValidationMetrics(valid, params.top_k), best]
-    if params.early_stopping_patience > 0:
-        cbs.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_ap", mode="max", patience=params.early_stopping_patience
-            )
+    state, best_weights = EpochState(), None
+    if checkpoint is not None:
+        resumed = checkpoint.load(model)
+        if resumed is not None:
+            state, best_weights = resumed
+    resumed_after = state.epochs_done
+    cbs: list[keras.callbacks.Callback] = [ValidationMetrics(valid, params.top_k), *callbacks, _StopAfterOneEpoch()]
+    for epoch in range(state.epochs_done, params.epochs):
+        if state.patience_exhausted(params.early_stopping_patience):
+            break
+        order = epoch_order(seed, epoch, y.size)
+        history = model.fit(
+            X[order],
+            y[order],
+            batch_size=params.batch_size,
+            epochs=params.epochs,  # the callbacks show "epoch e/E"; _StopAfterOneEpoch ends the call
+            initial_epoch=epoch,
+            class_weight=class_weight,
+            shuffle=False,
+            callbacks=cbs,
+            verbose=0,
         )
-    cbs.extend(callbacks)
-    history = model.fit(
-        X,
-        y,
-        batch_size=params.batch_size,
-        epochs=params.epochs,
-        class_weight=class_weight,
-        shuffle=True,
-        callbacks=cbs,
-        verbose=0,
-    )
-    if best.best_epoch is None:
+        improved = state.record(epoch, {k: float(v[-1]) for k, v in history.history.items()})
+        if improved:
+            best_weights = [np.array(w, copy=True) for w in model.get_weights()]
+        if checkpoint is not None:
+            checkpoint.save(model, state, best_weights, improved)
+    if state.best_epoch is None or best_weights is None:
         raise TrainingDataInvalid("no epoch produced a finite validation AP (diverged?)")
+    model.set_weights(best_weights)
     scores = Scorer(model).score_many(valid.X)
     metrics = valid.metrics(scores, params.top_k)
     return FitResult(
         model=model,
-        best_epoch=best.best_epoch,
-        epochs_run=len(history.epoch),
+        best_epoch=state.best_epoch,
+        epochs_run=state.epochs_done,
         metrics=metrics,
-        history={k: [float(v) for v in vals] for k, vals in history.history.items()},
+        history=state.history,
+        resumed_after=resumed_after,
     )
+
+
+class _StopAfterOneEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.model.stop_training = True
 
 
 def feature_state_of(pipeline: Any) -> dict[str, Any]:
@@ -411,6 +416,53 @@ class TrainReport:
     best_epoch: int
     epochs_run: int
     data: dict[str, Any]
+    resumed_after: int = 0  # epochs a previous, interrupted run had finished
+    initial_metrics: dict[str, float] | None = None  # the starting artifact on this validation
+
+
+#: What a run continued from an artifact takes from the configuration rather than from the
+#: artifact: how this run trains and is judged. Everything else (architecture, optimiser and
+#: its learning rate) is the artifact's, since its weights and optimiser state depend on it.
+RUN_FIELDS = ("epochs", "batch_size", "early_stopping_patience", "imbalance", "fraud_weight", "top_k", "seed", "split")
+
+
+def spec_differences(artifact_spec: dict[str, Any], config_spec: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths where two feature specs (as JSON data) differ."""
+    out = []
+    for key in sorted(set(artifact_spec) | set(config_spec)):
+        a, c = artifact_spec.get(key), config_spec.get(key)
+        if isinstance(a, dict) and isinstance(c, dict):
+            out += spec_differences(a, c, f"{prefix}{key}.")
+        elif a != c:
+            out.append(f"{prefix}{key} (artifact {json.dumps(a)}, config {json.dumps(c)})")
+    return out
+
+
+def _lineage(parent: Any, initial: dict[str, float]) -> list[dict[str, Any]]:
+    """The artifact's ancestry, oldest first, ending with the artifact it continued."""
+    meta = parent.metadata
+    return list(meta.get("lineage", [])) + [{
+        "model_version": meta.get("model_version"),
+        "path": str(parent.path),
+        "created_at": meta.get("created_at"),
+        "first_event": meta.get("data", {}).get("first_event"),
+        "last_event": meta.get("data", {}).get("last_event"),
+        "metrics": meta.get("metrics", {}),
+        "metrics_on_new_validation": initial,
+    }]
+
+
+def _run_fingerprint(params: ModelParams, data: Dataset, parent_version: str | None) -> str:
+    """Identity of a training run, for resuming: the same data, settings and start point.
+    ``epochs`` is left out so that a resumed run may be given more of them."""
+    blob = json.dumps({
+        "params": params.model_dump(mode="json", exclude={"epochs", "tuning"}),
+        "train": [list(data.X_train.shape), float(data.X_train.sum(dtype=np.float64)), float(data.y_train.sum())],
+        "valid": [list(data.valid.X.shape), float(data.valid.y.sum())],
+        "features": data.feature_names,
+        "parent": parent_version,
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def train_offline(
@@ -421,25 +473,68 @@ def train_offline(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     overwrite: bool = False,
     pipeline_factory: Callable[[Any], Any] | None = None,
+    init_from: Path | None = None,
+    restart: bool = False,
 ) -> TrainReport:
-    """Features, split, fit, then save the artifact; what ``fraudstream train`` runs."""
-    from fraudstream.models.artifact import save_artifact
+    """Features, split, fit, then save the artifact; what ``fraudstream train`` runs.
 
+    ``init_from``: continue that artifact's model (weights and optimiser state) on these
+    events, keeping its feature spec and fitted normaliser; the feature spec of ``settings``
+    must be the artifact's. Every epoch's state is kept in :func:`training_dir` of ``out``
+    (and the best epoch's artifact in its ``best/``) until the artifact is saved, so a run
+    killed mid-way and started again resumes after its last finished epoch; ``restart``
+    discards such a state instead.
+    """
+    from fraudstream.models.artifact import load_artifact, save_artifact
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ArtifactExists(out)  # before the training, not after it
     params: ModelParams = settings.model
-    data = prepare_dataset(events, settings.features, params.split, pipeline_factory)
-    result = fit_model(params, data.X_train, data.y_train, data.valid, callbacks=callbacks)
+    parent = None
+    if init_from is not None:
+        parent = load_artifact(init_from)
+        differ = spec_differences(parent.feature_spec, settings.features.model_dump(mode="json"))
+        if differ:
+            raise ArtifactInvalid(init_from, "incompatible",
+                                  f"its feature spec differs from the config's: {'; '.join(differ)}")
+        params = parent.params.model_copy(update={name: getattr(params, name) for name in RUN_FIELDS})
+        # The weights were learned on inputs scaled by the artifact's normaliser: refitting it
+        # on the new rows would move every input under them (and the daemon keeps it too).
+        pipeline_factory = lambda spec: parent.feature_pipeline()  # noqa: E731
+    data = prepare_dataset(events, settings.features, params.split, pipeline_factory,
+                           fit_normalizer=parent is None)
+    reference = data.drift_reference(settings.monitoring.drift_psi_bins)
+    feature_state = feature_state_of(data.pipeline)
+    initial = None
+    extra: dict[str, Any] = {}
+    if parent is not None:
+        initial = data.valid.metrics(Scorer(parent.model).score_many(data.valid.X), params.top_k)
+        extra["lineage"] = _lineage(parent, initial)
+
+    def save(model: keras.Model, path: Path, metrics: dict[str, float], info: dict[str, Any],
+             more: dict[str, Any]) -> None:
+        save_artifact(path, model, params=params, feature_spec=settings.features, feature_state=feature_state,
+                      feature_names=data.feature_names, metrics=metrics, data=info, drift_reference=reference,
+                      extra={**extra, **more}, overwrite=True)
+
+    state_dir = training_dir(out)
+    if restart:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    def save_best(model: keras.Model) -> None:
+        metrics = data.valid.metrics(Scorer(model).score_many(data.valid.X), params.top_k)
+        save(model, state_dir / "best", metrics, dict(data.info, partial=True), {})
+
+    checkpoint = TrainingCheckpoint(state_dir, _run_fingerprint(params, data, parent and parent.model_version),
+                                    on_best=save_best)
+    result = fit_model(params, data.X_train, data.y_train, data.valid, callbacks=callbacks,
+                       model=None if parent is None else parent.model, checkpoint=checkpoint)
     info = dict(data.info, best_epoch=result.best_epoch + 1, epochs_run=result.epochs_run)
-    save_artifact(
-        out,
-        result.model,
-        params=params,
-        feature_spec=settings.features,
-        feature_state=feature_state_of(data.pipeline),
-        feature_names=data.feature_names,
-        metrics=result.metrics,
-        data=info,
-        drift_reference=data.drift_reference(settings.monitoring.drift_psi_bins),
-        extra={"history": result.history},
-        overwrite=overwrite,
-    )
-    return TrainReport(out, result.metrics, result.best_epoch, result.epochs_run, info)
+    if initial is not None:
+        info["initial_metrics"] = initial
+    if out.exists() and not overwrite:
+        raise ArtifactExists(out)
+    save(result.model, out, result.metrics, info, {"history": result.history})
+    checkpoint.discard()
+    return TrainReport(out, result.metrics, result.best_epoch, result.epochs_run, info, result.resumed_after, initial)

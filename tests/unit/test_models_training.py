@@ -13,8 +13,8 @@ from fraudstream.config.model import ModelParams, SplitParams
 from fraudstream.models.builder import build_model
 from fraudstream.models.evaluation import average_precision
 from fraudstream.models.exceptions import TrainingDataInvalid
+from fraudstream.models.epochs import EpochState
 from fraudstream.models.training import (
-    BestEpoch,
     EvalSet,
     fit_model,
     imbalance_fit_args,
@@ -181,19 +181,12 @@ def test_imbalance_policies():
     assert cw is None and Xn is X
 
 
-def test_best_epoch_restores_the_best_weights():
-    model = build_model(ModelParams(n_layers=1, dropout=0.0), n_inputs=3, seed=0)
-    cb = BestEpoch("val_ap")
-    cb.set_model(model)
-    snapshots = []
-    for epoch, ap in enumerate([0.1, 0.5, 0.3, float("nan")]):
-        model.set_weights([w + epoch for w in model.get_weights()])
-        snapshots.append(model.get_weights())
-        cb.on_epoch_end(epoch, {"val_ap": ap})
-    cb.on_train_end()
-    assert cb.best_epoch == 1
-    for got, want in zip(model.get_weights(), snapshots[1]):
-        np.testing.assert_array_equal(got, want)
+def test_the_best_epoch_and_early_stopping_ignore_nan():
+    state = EpochState()
+    improved = [state.record(epoch, {"val_ap": ap}) for epoch, ap in enumerate([0.1, 0.5, 0.3, float("nan")])]
+    assert improved == [True, True, False, False]
+    assert (state.best_epoch, state.best_value, state.epochs_done) == (1, 0.5, 4)
+    assert state.patience_exhausted(2) and not state.patience_exhausted(3) and not state.patience_exhausted(0)
 
 
 def learnable(n, seed):

@@ -84,3 +84,19 @@ def test_params_from_trial_values():
                                              "optimizer": "adamax", "learning_rate": 0.01})
     assert (p.first_width, p.n_layers, p.optimizer, p.learning_rate) == (None, 3, "adamax", 0.01)
     assert tuning.OBJECTIVE.name == "val_ap" and tuning.OBJECTIVE.direction == "max"
+
+
+def test_a_kill_after_a_trial_ends_does_not_run_it_again(tmp_path, data, count_fits):
+    """KerasTuner writes oracle.json with a finished trial still listed as ongoing and takes
+    it off only at the next write: a search killed in between reloads with that trial queued
+    for a retry. It is complete, so it is not run again."""
+    first = search(data, tmp_path, strategy="random", max_trials=1, p=params(epochs=1))
+    oracle = tmp_path / "search" / "random" / "oracle.json"
+    state = json.loads(oracle.read_text())
+    state["ongoing_trials"] = {"tuner0": first.best_trial}  # the file as the kill left it
+    oracle.write_text(json.dumps(state))
+    trial = tmp_path / "search" / "random" / f"trial_{first.best_trial}" / "trial.json"
+    before = trial.read_text()
+    again = search(data, tmp_path, strategy="random", max_trials=2, p=params(epochs=1))
+    assert (again.trials_before, again.trials_run_now, len(count_fits)) == (1, 1, 2)
+    assert trial.read_text() == before
