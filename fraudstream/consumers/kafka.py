@@ -258,7 +258,7 @@ class _Rebalance(AsyncConsumerRebalanceListener):
             try:
                 hook(partitions)
             except BaseException as exc:  # handed to the I/O loop, which logs it
-                net.call_soon_threadsafe(lambda: done.failure(exc))
+                net.call_soon_threadsafe(lambda exc=exc: done.failure(exc))  # bound now: `exc` is unset after the block
             else:
                 net.call_soon_threadsafe(lambda: done.success(None))
 

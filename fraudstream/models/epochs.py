@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from fraudstream.models.artifact import _fsync_path
+from fraudstream.durable import fsync_path, write_json
 from fraudstream.models.backend import keras
 from fraudstream.models.exceptions import TrainingResumeInvalid
 
@@ -154,11 +154,8 @@ class TrainingCheckpoint:
             "n_best": len(best_weights or []),
             "loop": asdict(state),
         }
-        tmp = self.directory / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(saved, indent=1) + "\n")
-        _fsync_path(tmp)
-        os.replace(tmp, self.directory / STATE_FILE)
-        _fsync_path(self.directory)
+        write_json(self.directory / STATE_FILE, saved)
+        fsync_path(self.directory)
         # 3. older epochs
         for old in self.directory.glob("epoch-*.npz"):
             if old.name != name:

@@ -16,7 +16,6 @@ import csv
 import hashlib
 import json
 import math
-import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import keras_tuner
 from keras_tuner.src import utils as keras_tuner_utils
 
 from fraudstream.config.model import ModelParams, OnlineSearchSpace, SearchSpace, SplitParams, Strategy
+from fraudstream.durable import write_json
 from fraudstream.models.builder import build_model
 from fraudstream.models.exceptions import TrainingDataInvalid, TuningFailed
 from fraudstream.models.scorer import Scorer
@@ -46,18 +46,13 @@ from fraudstream.models.training import (
     time_split,
 )
 
+
 def _save_json_atomically(path: str, obj: Any) -> str:
     """KerasTuner's ``save_json`` writes its files (``oracle.json``, each ``trial.json``) in
     place, so a search killed mid-write leaves a truncated file that stops the resumed search
     with a JSON error. Written to a temporary name, fsynced and renamed, a file is whole or old."""
-    text = json.dumps(obj)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return text
+    write_json(Path(path), obj, indent=None)
+    return json.dumps(obj)
 
 
 keras_tuner_utils.save_json = _save_json_atomically  # every KerasTuner file write goes through it
