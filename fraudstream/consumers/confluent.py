@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, NamedTuple
 
+import confluent_kafka
 import orjson
 from confluent_kafka import (
     OFFSET_BEGINNING,
