@@ -15,7 +15,6 @@ AP from the change on for both actions; writes ``bench/results/drift.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -27,6 +26,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from fraudstream.durable import write_json  # noqa: E402
 
 from drift_scenario import (  # noqa: E402
     LABEL_DELAY_DAYS,
@@ -141,9 +142,7 @@ def main() -> None:
         "changes": changes,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=float))
-    tmp.replace(args.out)
+    write_json(args.out, report, default=float)  # numpy figures as plain floats
     print(f"wrote {args.out}")
 
 

@@ -22,7 +22,6 @@ changed transactions arrive, 7 days after them). Writes ``bench/results/drift_al
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -34,6 +33,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from fraudstream.durable import write_json  # noqa: E402
 
 from alarm_scenario import DETECTORS, AlarmScenario, prepare, replay_with_alarms  # noqa: E402
 
@@ -120,9 +121,7 @@ def main() -> None:
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=float))
-    tmp.replace(args.out)
+    write_json(args.out, report, default=float)  # numpy figures as plain floats
     print(f"wrote {args.out}")
 
 

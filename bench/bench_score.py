@@ -11,7 +11,6 @@ Prints a table and writes ``bench/results/score.json``. Also times one online le
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -23,6 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fraudstream.config.model import ModelParams  # noqa: E402
+from fraudstream.durable import write_json  # noqa: E402
 from fraudstream.models.builder import build_model, layer_widths  # noqa: E402
 from fraudstream.models.learner import OnlineLearner  # noqa: E402
 from fraudstream.models.scorer import Scorer  # noqa: E402
@@ -100,9 +100,7 @@ def main() -> None:
         "learn_many_64_us": per_step * 1e6,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(args.out)
+    write_json(args.out, report, indent=2)
     print(f"wrote {args.out}")
 
 

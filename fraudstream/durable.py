@@ -32,13 +32,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_json(path: Path, data: Any, indent: int | None = 1, sort_keys: bool = False) -> None:
+def write_json(path: Path, data: Any, indent: int | None = 1, sort_keys: bool = False,
+               default: Any = None) -> None:
     """Write ``data`` as JSON under a temporary name beside ``path``, fsync it, rename it
     onto ``path``: a reader, or a crash, finds the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=indent, sort_keys=sort_keys)
+            json.dump(data, fh, indent=indent, sort_keys=sort_keys, default=default)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
